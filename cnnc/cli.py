@@ -1,0 +1,187 @@
+"""The `cnnc` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from . import __version__
+from .errors import CnncError, Diagnostic, render
+
+EXAMPLES = """\
+examples:
+  cnnc inspect specs/resnet50.cnn                  per-layer table: shapes, parameters, MACs
+  cnnc inspect specs/resnet50.cnn --depth 1        one row per top-level block
+  cnnc inspect specs/resnet50.cnn --format json    machine-readable (weights names and shapes)
+  cnnc inspect specs/yolov3_tiny.cnn --set classes=20
+  cnnc inspect specs/lenet5.cnn --after expand     the graph IR after a pass
+  cnnc compile specs/resnet18.cnn -o resnet18.cnnplan
+  cnnc ops                                         the op reference
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 1, same format as ours
+        raise CnncError(Diagnostic("E100", f"{self.prog}: {message}", None, f"see `{self.prog} --help`"))
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("spec", help="a .cnn spec file")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a network parameter, e.g. --set classes=20 (repeatable)")
+    p.add_argument("--network", help="which network of the file, when it defines several")
+    p.add_argument("--include", action="append", default=[], metavar="DIR",
+                   help="another folder that `import` may read (repeatable)")
+    p.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1, 2),
+                   help="optimisation level (default 1)")
+    p.add_argument("--disable", action="append", default=[], metavar="PASS", help="skip a pass (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="cnnc", description="cnnc: a compiler for convolutional neural networks. "
+                 "Write a network as a .cnn spec; inspect it, compile it, run it.",
+                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    ap.add_argument("--version", action="version", version=f"cnnc {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show Python tracebacks of internal errors")
+    ap.add_argument("--error-format", choices=("text", "json"), default="text",
+                    help="diagnostics as text (default) or JSON with stable codes")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("inspect", help="show a network's layers, shapes, parameters and MACs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Compile a spec and print its layers: instance name, op, output shape, "
+                       "parameters and MACs per sample, with totals.",
+                       epilog="examples:\n  cnnc inspect specs/resnet50.cnn\n  cnnc inspect specs/resnet50.cnn --depth 1\n"
+                       "  cnnc inspect specs/densenet121.cnn --format json > densenet.json\n"
+                       "  cnnc inspect specs/googlenet.cnn --format dot | dot -Tsvg > googlenet.svg\n"
+                       "  cnnc inspect specs/lenet5.cnn --after infer_shapes")
+    _common(p)
+    p.add_argument("--format", choices=("table", "json", "dot", "text"), default="table",
+                   help="table (default), json, dot (Graphviz), or text (the IR dump)")
+    p.add_argument("--depth", type=int, metavar="K", help="collapse blocks below depth K into one row each")
+    p.add_argument("--after", metavar="PASS", help="dump the graph IR after this pass (expand, infer_shapes, dce)")
+
+    p = sub.add_parser("compile", help="compile a spec into a plan file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Compile a spec into a .cnnplan file: the program the runtime executes "
+                       "(versioned format, no pickle, checksummed), optionally with its weights.",
+                       epilog="examples:\n  cnnc compile specs/resnet18.cnn -o resnet18.cnnplan\n"
+                       "  cnnc compile specs/resnet50.cnn -o r50.cnnplan --weights r50.safetensors")
+    _common(p)
+    p.add_argument("-o", "--output", required=True, help="the .cnnplan file to write")
+    p.add_argument("--weights", help="bundle these weights (.npz or .safetensors) into the plan")
+
+    p = sub.add_parser("ops", help="list the ops of the language with their arguments",
+                       description="Print every op with its arguments and defaults.")
+    p.add_argument("name", nargs="?", help="one op")
+    return ap
+
+
+def _print_warnings(warnings, fmt):
+    if warnings:
+        print(render(warnings, fmt), file=sys.stderr)
+
+
+def _compile(args, stop_after=None):
+    from .compiler import compile_spec, parse_overrides
+    overrides = parse_overrides(args.set)
+    return compile_spec(args.spec, overrides, args.network, tuple(args.include), args.opt_level,
+                        tuple(args.disable), stop_after=stop_after)
+
+
+def cmd_inspect(args) -> int:
+    from . import inspect as ins
+    if args.depth is not None and args.depth < 1:
+        raise CnncError(Diagnostic("E203", "--depth must be at least 1", None))
+    result = _compile(args, stop_after=args.after)
+    _print_warnings(result.warnings, args.error_format)
+    g = result.graph
+    if args.after or args.format == "text":
+        sys.stdout.write(g.dump())
+    elif args.format == "json":
+        sys.stdout.write(ins.json_text(g))
+    elif args.format == "dot":
+        sys.stdout.write(ins.dot(g))
+    else:
+        sys.stdout.write(ins.table(g, args.depth))
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from . import plan as plan_mod
+    from .weights import load as load_weights
+    result = _compile(args)
+    _print_warnings(result.warnings, args.error_format)
+    plan = plan_mod.from_graph(result.graph)
+    weights = None
+    if args.weights:
+        weights, _ = load_weights(args.weights, plan["constants"])
+    plan_mod.save(args.output, plan, weights)
+    print(f"wrote {args.output}: {len(plan['steps'])} steps, {len(plan['constants'])} constants"
+          + (" with weights" if weights is not None else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_ops(args) -> int:
+    from .ops import REGISTRY, ALIASES, REQUIRED, lookup
+    names = [args.name] if args.name else sorted(REGISTRY)
+    for name in names:
+        op = lookup(name)
+        if op is None:
+            raise CnncError(Diagnostic("E200", f"unknown op '{name}'", None, "`cnnc ops` lists them all"))
+        sig = ", ".join(a.name if a.default is REQUIRED else f"{a.name}={_show(a.default)}" for a in op.attrs)
+        aliases = sorted(k for k, v in ALIASES.items() if v == op.name)
+        print(f"{op.name}({sig})" + (f"   aliases: {', '.join(aliases)}" if aliases else ""))
+        print(f"    {op.doc}")
+    return 0
+
+
+def _show(v):
+    if isinstance(v, bool):
+        return str(v).lower()
+    if v is None:
+        return "none"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "ops": cmd_ops}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    fmt = "json" if any(a == "--error-format=json" for a in argv) or (
+        "--error-format" in argv and argv.index("--error-format") + 1 < len(argv)
+        and argv[argv.index("--error-format") + 1] == "json") else "text"
+    try:
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        if not args.command:
+            ap.print_help()
+            return 1
+        return COMMANDS[args.command](args)
+    except CnncError as err:
+        print(render(err.diagnostics, fmt), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cnnc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as err:  # a bug in cnnc, not in the user's input
+        if debug:
+            traceback.print_exc()
+        print(f"cnnc: internal error: {type(err).__name__}: {err}"
+              + ("" if debug else " (run with --debug for the traceback; please report it)"), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

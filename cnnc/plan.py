@@ -1,0 +1,125 @@
+"""The compiled plan: what `cnnc compile` writes and the runtime executes.
+
+A `.cnnplan` file is a zip archive (stored, no pickle anywhere) holding
+  plan.json           the program: format version, inputs, outputs, tensors (per-sample shapes), the
+                      ordered steps (op, inputs, output, attributes, parameter names), constants, and
+                      a SHA-256 checksum of all of it and of the weights
+  weights/NAME.npy    the weights, when compiled with --weights (loaded with allow_pickle=False)
+The runtime reads only this format, never the compiler's graph, so a plan can be shipped to worker
+processes. Loading verifies the format name, the version and the checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+
+from .errors import CnncError, Diagnostic
+from .fileio import atomic_write
+
+FORMAT = "cnnplan"
+VERSION = 1
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _untuple(v):
+    if isinstance(v, list):
+        return tuple(_untuple(x) for x in v)
+    return v
+
+
+def from_graph(graph) -> dict:
+    """The plan of a compiled graph: steps in topological order over named tensors."""
+    g = graph
+    steps = []
+    for name in g.op_nodes():
+        d = g.node(name)
+        span = d["span"]
+        steps.append({
+            "name": name,
+            "op": d["op"],
+            "inputs": list(d["inputs"]),
+            "output": name,
+            "attrs": {k: _jsonable(v) for k, v in sorted(d["attrs"].items())},
+            "params": dict(d["params"]),
+            "source": f"{span.path}:{span.line}:{span.column}" if span else None,
+        })
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "network": g.name,
+        "params": {k: _jsonable(v) for k, v in g.g.graph.get("params", {}).items()},
+        "inputs": [{"name": n, "shape": list(g.node(n)["shape"]),
+                    "info": {k: _jsonable(v) for k, v in g.g.graph["input_info"].get(n, {}).items() if k != "shape"}}
+                   for n in g.inputs],
+        "outputs": [{"name": k, "tensor": v} for k, v in g.outputs.items()],
+        "tensors": {n: list(g.node(n)["shape"]) for n in g.nodes()},
+        "steps": steps,
+        "constants": [{"name": c.name, "shape": list(c.shape), "learnable": c.learnable, "init": c.init}
+                      for c in g.constants.values()],
+    }
+
+
+def _digest(plan_wo_checksum: dict, weights: dict[str, np.ndarray] | None) -> str:
+    h = hashlib.sha256(json.dumps(plan_wo_checksum, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(weights or {}):
+        a = np.ascontiguousarray(weights[name])
+        h.update(name.encode() + b"\0" + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()
+
+
+def save(path: str, plan: dict, weights: dict[str, np.ndarray] | None = None) -> None:
+    plan = dict(plan)
+    plan.pop("checksum", None)
+    plan["weights_included"] = weights is not None
+    plan["checksum"] = _digest(plan, weights)
+    text = json.dumps(plan, indent=1, sort_keys=True)
+    with atomic_write(path) as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+            info = zipfile.ZipInfo("plan.json", date_time=(1980, 1, 1, 0, 0, 0))
+            z.writestr(info, text)
+            for name in sorted(weights or {}):
+                buf = io.BytesIO()
+                np.save(buf, np.ascontiguousarray(weights[name]), allow_pickle=False)
+                z.writestr(zipfile.ZipInfo(f"weights/{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+
+
+def load(path: str) -> tuple[dict, dict[str, np.ndarray] | None]:
+    def bad(what, hint="recompile the spec with `cnnc compile`"):
+        return CnncError(Diagnostic("E402", f"{path}: {what}", None, hint))
+    try:
+        with zipfile.ZipFile(path) as z:
+            try:
+                plan = json.loads(z.read("plan.json"))
+            except KeyError:
+                raise bad("not a cnnc plan (no plan.json)") from None
+            weights = None
+            if plan.get("weights_included"):
+                weights = {}
+                for entry in z.namelist():
+                    if entry.startswith("weights/") and entry.endswith(".npy"):
+                        weights[entry[len("weights/"):-4]] = np.load(io.BytesIO(z.read(entry)), allow_pickle=False)
+    except FileNotFoundError:
+        raise CnncError(Diagnostic("E404", f"{path}: cannot read: no such file", None)) from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, UnicodeDecodeError) as err:
+        raise bad(f"not a readable plan file ({err})") from None
+    if not isinstance(plan, dict) or plan.get("format") != FORMAT:
+        raise bad("not a cnnc plan")
+    if plan.get("version") != VERSION:
+        raise bad(f"plan format version {plan.get('version')} is not supported by this cnnc (reads version {VERSION})")
+    checksum = plan.pop("checksum", None)
+    if checksum != _digest(plan, weights):
+        raise bad("checksum mismatch: the file is corrupted or was edited")
+    plan["checksum"] = checksum
+    for step in plan["steps"]:
+        step["attrs"] = {k: _untuple(v) for k, v in step["attrs"].items()}
+    return plan, weights

@@ -1,0 +1,1 @@
+"""The Lark grammar of the .cnn language, shipped as package data."""

@@ -1,0 +1,1 @@
+"""cnnc runtime: executes compiled plans. It reads the plan format only, never the compiler IR."""
