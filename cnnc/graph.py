@@ -17,6 +17,7 @@ Nodes are kept in creation order, which is a topological order; passes preserve 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import networkx as nx
@@ -138,7 +139,7 @@ class Graph:
             attrs = ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(d["attrs"].items()))
             params = "".join(f" [{role} {self.constants[c].shape}]" for role, c in d["params"].items())
             ins = ", ".join(d["inputs"])
-            where = f"  # {d['span'].line}" if d["span"] else ""
+            where = f"  # {os.path.basename(d['span'].path)}:{d['span'].line}" if d["span"] else ""
             lines.append(f"  {name} = {d['op']}({ins}{'; ' + attrs if attrs else ''}) -> "
                          f"{fmt_shape(d['shape'])}{params}{where}")
         for k, v in self.outputs.items():

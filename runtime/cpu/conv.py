@@ -282,6 +282,7 @@ def conv_transpose2d_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, dh, dw, act, ac
 
 DW_LANES = 16  # output columns per vector strip of the depthwise kernel
 DW_ROWS = 4  # output rows accumulated together (share tap offsets and weight broadcasts)
+DW_CHUNKS = 64  # parallel chunks of (batch, group) items, each with its own scratch buffer
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FM)
@@ -322,94 +323,102 @@ def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act
     zero = np.float32(0.0)
     nstrip = (OW + DW_LANES - 1) // DW_LANES
     nrblk = (OH + DW_ROWS - 1) // DW_ROWS
-    # one scratch buffer per thread, allocated out here: as an argument of the parallel region
-    # it is known not to alias the stack tile (allocated inside, LLVM would keep the tile in memory)
-    scratch = np.empty((numba.get_num_threads(), CG * plane + 2 * DW_LANES), np.float32)
-    for item in prange(N * G):
-        n = item // G
-        g = item - n * G
-        loc = scratch[numba.get_thread_id()]
-        # ---- fill the padded, phase-split copy of this group's input planes
-        for ci in range(CG):
-            xc = (n * C + g * CG + ci) * H * W
-            for ph in range(sw):
-                # valid q: 0 <= q*sw + ph - pl < W
-                qa = max(0, (pl - ph + sw - 1) // sw) if pl > ph else 0
-                qb = min(Wq, (W + pl - ph + sw - 1) // sw)
-                qb = max(qb, qa)
-                for r in range(Hp):
-                    o = ci * plane + ph * phase + r * Wq
-                    ih = r - pt
-                    if ih < 0 or ih >= H:
-                        for q in range(Wq):
+    # Scratch: one buffer per chunk of work items.  Allocated here, outside the parallel loop, it
+    # reaches the loop body as an argument, which LLVM knows cannot alias the stack tile (a buffer
+    # allocated inside would keep the tile in memory).  Chunks rather than threads because
+    # ``numba.get_num_threads()`` cannot be cached.
+    nitems = N * G
+    nchunk = min(nitems, DW_CHUNKS)
+    scratch = np.empty((nchunk, CG * plane + 2 * DW_LANES), np.float32)
+    for chunk in prange(nchunk):
+        loc = scratch[chunk]
+        for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
+            n = item // G
+            g = item - n * G
+            # ---- fill the padded, phase-split copy of this group's input planes
+            for ci in range(CG):
+                xc = (n * C + g * CG + ci) * H * W
+                for ph in range(sw):
+                    # valid q: 0 <= q*sw + ph - pl < W
+                    qa = max(0, (pl - ph + sw - 1) // sw) if pl > ph else 0
+                    qb = min(Wq, (W + pl - ph + sw - 1) // sw)
+                    qb = max(qb, qa)
+                    for r in range(Hp):
+                        o = ci * plane + ph * phase + r * Wq
+                        ih = r - pt
+                        if ih < 0 or ih >= H:
+                            for q in range(Wq):
+                                loc[U(o + q)] = zero
+                            continue
+                        for q in range(qa):
                             loc[U(o + q)] = zero
-                        continue
-                    for q in range(qa):
-                        loc[U(o + q)] = zero
-                    i = xc + ih * W + ph - pl
-                    if sw == 1:
-                        for q in range(qa, qb):
-                            loc[U(o + q)] = xf[U(i + q)]
-                    else:
-                        for q in range(qa, qb):
-                            loc[U(o + q)] = xf[U(i + q * sw)]
-                    for q in range(qb, Wq):
-                        loc[U(o + q)] = zero
-        for q in range(CG * plane, CG * plane + 2 * DW_LANES):
-            loc[q] = zero
-        # ---- convolve
-        acc = stack_f32(64)  # DW_ROWS x DW_LANES
-        stg = stack_f32(64)
-        for j in range(COG):
-            oc = g * COG + j
-            bv = bias[oc]
-            wo = oc * R
-            obase = (n * COUT + oc) * OH * OW
-            for rb in range(nrblk):
-                oh0 = rb * DW_ROWS
-                if oh0 + DW_ROWS > OH:
-                    oh0 = max(OH - DW_ROWS, 0)
-                # row offsets of the DW_ROWS rows (clamped when OH < DW_ROWS)
-                r1 = min(oh0 + 1, OH - 1)
-                r2 = min(oh0 + 2, OH - 1)
-                r3 = min(oh0 + 3, OH - 1)
-                d1 = (r1 - oh0) * sh * Wq
-                d2 = (r2 - oh0) * sh * Wq
-                d3 = (r3 - oh0) * sh * Wq
-                for s in range(nstrip):
-                    c0 = s * DW_LANES
-                    if OW >= DW_LANES and c0 + DW_LANES > OW:
-                        c0 = OW - DW_LANES
-                    base = oh0 * sh * Wq + c0
-                    for i in range(64):
-                        acc[i] = bv
-                    for r in range(R):
-                        wv = wf[U(wo + r)]
-                        o = base + toff[r]
-                        for i in range(DW_LANES):
-                            acc[i] += wv * loc[U(o + i)]
-                            acc[16 + i] += wv * loc[U(o + d1 + i)]
-                            acc[32 + i] += wv * loc[U(o + d2 + i)]
-                            acc[48 + i] += wv * loc[U(o + d3 + i)]
-                    ob = obase + oh0 * OW + c0
-                    o1 = ob + (r1 - oh0) * OW
-                    o2 = ob + (r2 - oh0) * OW
-                    o3 = ob + (r3 - oh0) * OW
-                    if OW >= DW_LANES:
-                        for i in range(DW_LANES):
-                            of[U(ob + i)] = acc[i]
-                            of[U(o1 + i)] = acc[16 + i]
-                            of[U(o2 + i)] = acc[32 + i]
-                            of[U(o3 + i)] = acc[48 + i]
-                    else:
-                        # narrow plane: stage the tile so that ``acc`` is only ever indexed by
-                        # constants (a variable-length loop over it would keep it out of registers)
+                        i = xc + ih * W + ph - pl
+                        if sw == 1:
+                            for q in range(qa, qb):
+                                loc[U(o + q)] = xf[U(i + q)]
+                        else:
+                            for q in range(qa, qb):
+                                loc[U(o + q)] = xf[U(i + q * sw)]
+                        for q in range(qb, Wq):
+                            loc[U(o + q)] = zero
+            for q in range(CG * plane, CG * plane + 2 * DW_LANES):
+                loc[q] = zero
+            # ---- convolve
+            acc = stack_f32(64)  # DW_ROWS x DW_LANES
+            stg = stack_f32(64)
+            for j in range(COG):
+                oc = g * COG + j
+                bv = bias[oc]
+                wo = oc * R
+                obase = (n * COUT + oc) * OH * OW
+                for rb in range(nrblk):
+                    oh0 = rb * DW_ROWS
+                    if oh0 + DW_ROWS > OH:
+                        oh0 = max(OH - DW_ROWS, 0)
+                    # row offsets of the DW_ROWS rows (clamped when OH < DW_ROWS)
+                    r1 = min(oh0 + 1, OH - 1)
+                    r2 = min(oh0 + 2, OH - 1)
+                    r3 = min(oh0 + 3, OH - 1)
+                    d1 = (r1 - oh0) * sh * Wq
+                    d2 = (r2 - oh0) * sh * Wq
+                    d3 = (r3 - oh0) * sh * Wq
+                    for s in range(nstrip):
+                        c0 = s * DW_LANES
+                        if OW >= DW_LANES and c0 + DW_LANES > OW:
+                            c0 = OW - DW_LANES
+                        base = oh0 * sh * Wq + c0
                         for i in range(64):
-                            stg[i] = acc[i]
-                        for i in range(OW):
-                            of[U(ob + i)] = stg[i]
-                            of[U(o1 + i)] = stg[16 + i]
-                            of[U(o2 + i)] = stg[32 + i]
-                            of[U(o3 + i)] = stg[48 + i]
-            if act != 0:
-                act_range(of, obase, OH * OW, act, act_a, act_b)
+                            acc[i] = bv
+                        for r in range(R):
+                            wv = wf[U(wo + r)]
+                            o = base + toff[r]
+                            for i in range(DW_LANES):
+                                acc[i] += wv * loc[U(o + i)]
+                                acc[16 + i] += wv * loc[U(o + d1 + i)]
+                                acc[32 + i] += wv * loc[U(o + d2 + i)]
+                                acc[48 + i] += wv * loc[U(o + d3 + i)]
+                        ob = obase + oh0 * OW + c0
+                        o1 = ob + (r1 - oh0) * OW
+                        o2 = ob + (r2 - oh0) * OW
+                        o3 = ob + (r3 - oh0) * OW
+                        if OW >= DW_LANES:  # one loop per row: each becomes a single vector store
+                            for i in range(DW_LANES):
+                                of[U(ob + i)] = acc[i]
+                            for i in range(DW_LANES):
+                                of[U(o1 + i)] = acc[16 + i]
+                            for i in range(DW_LANES):
+                                of[U(o2 + i)] = acc[32 + i]
+                            for i in range(DW_LANES):
+                                of[U(o3 + i)] = acc[48 + i]
+                        else:
+                            # narrow plane: stage the tile so that ``acc`` is only ever indexed by
+                            # constants (a variable-length loop over it would keep it out of registers)
+                            for i in range(64):
+                                stg[i] = acc[i]
+                            for i in range(OW):
+                                of[U(ob + i)] = stg[i]
+                                of[U(o1 + i)] = stg[16 + i]
+                                of[U(o2 + i)] = stg[32 + i]
+                                of[U(o3 + i)] = stg[48 + i]
+                if act != 0:
+                    act_range(of, obase, OH * OW, act, act_a, act_b)

@@ -1,0 +1,19 @@
+"""Numba-compiled CPU kernels for every cnnc operator (float32, NCHW, C-contiguous).
+
+Two layers:
+
+* ``*_kernel`` functions (modules ``conv``, ``pool``, ``eltwise``, ``tensor``): ``@njit`` kernels
+  that write into a preallocated ``out`` passed last, take shapes from their arrays and every
+  other parameter as a separate int or float (one compiled signature per kernel), and where it
+  makes sense a fused activation ``(act, act_a, act_b)`` (codes in ``ACTIVATIONS``).
+* wrappers (module ``ops``, re-exported here) with exactly the signatures of
+  ``cnnc.runtime.reference``: they allocate the output and call the kernel.  Tests use these.
+
+Kernels compile lazily on first call and are cached on disk (``cache=True``).
+"""
+
+from ._act import ACTIVATIONS
+from .ops import *  # noqa: F401,F403
+from .ops import __all__ as _ops_all
+
+__all__ = ["ACTIVATIONS", *_ops_all]

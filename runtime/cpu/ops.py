@@ -1,0 +1,514 @@
+"""Allocating wrappers with the signatures of ``cnnc.runtime.reference``.
+
+Each wrapper normalises its arguments (float32 C-contiguous arrays, Python ints and floats, so
+that every kernel compiles exactly one signature), allocates the output and calls the kernel.
+A runtime that places outputs in an arena calls the ``*_kernel`` functions directly instead,
+with weights packed once at load time (``pack_conv2d``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import conv as _conv
+from . import eltwise as _elt
+from . import pool as _pool
+from . import tensor as _ten
+from ._act import (
+    ACT_CLIP,
+    ACT_HARDSIGMOID,
+    ACT_HARDSWISH,
+    ACT_LEAKY_RELU,
+    ACT_NONE,
+    ACT_RELU,
+    ACT_RELU6,
+    ACT_SIGMOID,
+    ACT_SILU,
+    ACT_TANH,
+)
+
+__all__ = [
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool",
+    "global_max_pool",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "dense",
+    "batchnorm",
+    "relu",
+    "relu6",
+    "clip",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "hardswish",
+    "hardsigmoid",
+    "softmax",
+    "identity",
+    "dropout",
+    "add",
+    "mul",
+    "concat",
+    "upsample_nearest",
+    "pad",
+    "lrn",
+    "flatten",
+    "reshape",
+    "yolo_decode",
+    "ConvPlan",
+    "pack_conv2d",
+    "conv_strategy",
+]
+
+# A group with fewer output channels than this does not fill a 32-channel register tile well
+# enough for the blocked kernel; the depthwise kernel (vectorised along the width) takes it.
+MIN_BLOCKED_COUT_PER_GROUP = 8
+
+
+# ---------------------------------------------------------------------------
+# argument normalisation
+# ---------------------------------------------------------------------------
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    a, b = v
+    return int(a), int(b)
+
+
+def _pads4(pads) -> tuple[int, int, int, int]:
+    if isinstance(pads, (int, np.integer)):
+        p = int(pads)
+        return p, p, p, p
+    p = tuple(int(v) for v in pads)
+    if len(p) == 2:
+        return p[0], p[1], p[0], p[1]
+    if len(p) != 4:
+        raise ValueError(f"pads must be (top, left, bottom, right), got {pads}")
+    return p  # type: ignore[return-value]
+
+
+def _bias(bias, n: int) -> np.ndarray:
+    if bias is None:
+        return np.zeros(n, np.float32)
+    return _f32(bias).reshape(n)
+
+
+def _conv_out(size, k, s, p0, p1, d) -> int:
+    out = (size + p0 + p1 - d * (k - 1) - 1) // s + 1
+    if out < 1:
+        raise ValueError("convolution output would be empty")
+    return out
+
+
+def _pool_out(size, k, s, p0, p1, d, ceil_mode) -> int:
+    num = size + p0 + p1 - d * (k - 1) - 1
+    out = (-(-num // s) if ceil_mode else num // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p0:  # last window would start in the end padding
+        out -= 1
+    if out < 1:
+        raise ValueError("pooling output would be empty")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# convolutions
+# ---------------------------------------------------------------------------
+
+
+def conv_strategy(weight_shape, groups: int) -> str:
+    """'blocked' or 'depthwise': which convolution kernel serves this weight shape."""
+    cout, cg, _, _ = weight_shape
+    if groups > 1 and (cg == 1 or cout // groups < MIN_BLOCKED_COUT_PER_GROUP):
+        return "depthwise"
+    return "blocked"
+
+
+class ConvPlan:
+    """A convolution with its weight prepared once for the chosen kernel; ``run(x, out)``.
+
+    ``act`` is a fused activation code (``cnnc.runtime.cpu.ACTIVATIONS``) with parameters a, b.
+    """
+
+    def __init__(self, weight, bias, stride, pads, dilation, groups, act=ACT_NONE, act_a=0.0, act_b=0.0):
+        weight = _f32(weight)
+        self.cout, self.cg, self.kh, self.kw = weight.shape
+        self.groups = int(groups)
+        if self.cout % self.groups:
+            raise ValueError(f"groups={groups} does not divide {self.cout} output channels")
+        self.stride = _pair(stride)
+        self.pads = _pads4(pads)
+        self.dilation = _pair(dilation)
+        self.bias = _bias(bias, self.cout)
+        self.act = (int(act), float(act_a), float(act_b))
+        self.strategy = conv_strategy(weight.shape, self.groups)
+        if self.strategy == "blocked":
+            self.weight = np.empty(_conv.blocked_weight_shape(weight.shape, self.groups), np.float32)
+            _conv.conv_pack_weight_kernel(weight, self.weight)
+        else:
+            self.weight = weight
+
+    def out_shape(self, x_shape):
+        n, c, h, w = x_shape
+        if c != self.cg * self.groups:
+            raise ValueError(f"input has {c} channels, weight expects {self.cg * self.groups}")
+        pt, pl, pb, pr = self.pads
+        oh = _conv_out(h, self.kh, self.stride[0], pt, pb, self.dilation[0])
+        ow = _conv_out(w, self.kw, self.stride[1], pl, pr, self.dilation[1])
+        return (n, self.cout, oh, ow)
+
+    def run(self, x, out):
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        pt, pl, pb, pr = self.pads
+        if self.strategy == "blocked":
+            _conv.conv2d_blocked_kernel(
+                x, self.weight, self.bias, self.kh, self.kw, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out
+            )
+        else:
+            _conv.conv2d_depthwise_kernel(x, self.weight, self.bias, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out)
+        return out
+
+
+def pack_conv2d(weight, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, **act):
+    """Prepare a convolution once (weight packing, kernel choice) for repeated ``run`` calls."""
+    return ConvPlan(weight, bias, stride, pads, dilation, groups, **act)
+
+
+def conv2d(x, weight, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    x = _f32(x)
+    plan = ConvPlan(weight, bias, stride, pads, dilation, groups)
+    out = np.empty(plan.out_shape(x.shape), np.float32)
+    return plan.run(x, out)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), output_padding=(0, 0), dilation=(1, 1),
+                     groups=1):
+    x = _f32(x)
+    weight = _f32(weight)
+    n, cin, h, w = x.shape
+    cin_w, cog, kh, kw = weight.shape
+    g = int(groups)
+    if cin != cin_w or cin % g:
+        raise ValueError(f"bad groups={g} for x channels {cin}, weight {weight.shape}")
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    oph, opw = _pair(output_padding)
+    pt, pl, pb, pr = _pads4(pads)
+    oh = (h - 1) * sh + dh * (kh - 1) + 1 - pt - pb + oph
+    ow = (w - 1) * sw + dw * (kw - 1) + 1 - pl - pr + opw
+    if oh < 1 or ow < 1:
+        raise ValueError("conv_transpose2d: empty output")
+    wp = np.empty(_conv.transpose_blocked_weight_shape(weight.shape, g), np.float32)
+    _conv.conv_transpose_pack_weight_kernel(weight, wp)
+    out = np.empty((n, cog * g, oh, ow), np.float32)
+    _conv.conv_transpose2d_kernel(x, wp, _bias(bias, cog * g), kh, kw, sh, sw, pt, pl, dh, dw, ACT_NONE, 0.0, 0.0,
+                                  out)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# pooling
+# ---------------------------------------------------------------------------
+
+
+def max_pool2d(x, kernel, stride, pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False):
+    x = _f32(x)
+    n, c, h, w = x.shape
+    kh, kw = _pair(kernel)
+    sh, sw = _pair(stride if stride is not None else kernel)
+    dh, dw = _pair(dilation)
+    pt, pl, pb, pr = _pads4(pads)
+    oh = _pool_out(h, kh, sh, pt, pb, dh, ceil_mode)
+    ow = _pool_out(w, kw, sw, pl, pr, dw, ceil_mode)
+    out = np.empty((n, c, oh, ow), np.float32)
+    _pool.max_pool2d_kernel(x, kh, kw, sh, sw, pt, pl, dh, dw, out)
+    return out
+
+
+def avg_pool2d(x, kernel, stride, pads=(0, 0, 0, 0), ceil_mode=False, count_include_pad=True):
+    x = _f32(x)
+    n, c, h, w = x.shape
+    kh, kw = _pair(kernel)
+    sh, sw = _pair(stride if stride is not None else kernel)
+    pt, pl, pb, pr = _pads4(pads)
+    oh = _pool_out(h, kh, sh, pt, pb, 1, ceil_mode)
+    ow = _pool_out(w, kw, sw, pl, pr, 1, ceil_mode)
+    out = np.empty((n, c, oh, ow), np.float32)
+    _pool.avg_pool2d_kernel(x, kh, kw, sh, sw, pt, pl, pb, pr, int(bool(count_include_pad)), out)
+    return out
+
+
+def global_avg_pool(x):
+    x = _f32(x)
+    out = np.empty(x.shape[:2] + (1, 1), np.float32)
+    _pool.global_avg_pool_kernel(x, out)
+    return out
+
+
+def global_max_pool(x):
+    x = _f32(x)
+    out = np.empty(x.shape[:2] + (1, 1), np.float32)
+    _pool.global_max_pool_kernel(x, out)
+    return out
+
+
+def _adaptive(x, output_size, is_max):
+    x = _f32(x)
+    oh, ow = _pair(output_size)
+    out = np.empty(x.shape[:2] + (oh, ow), np.float32)
+    _pool.adaptive_pool2d_kernel(x, is_max, out)
+    return out
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return _adaptive(x, output_size, 0)
+
+
+def adaptive_max_pool2d(x, output_size):
+    return _adaptive(x, output_size, 1)
+
+
+# ---------------------------------------------------------------------------
+# dense / normalisation
+# ---------------------------------------------------------------------------
+
+
+def dense(x, weight, bias=None):
+    x = _f32(x)
+    weight = _f32(weight)
+    m = weight.shape[0]
+    out = np.empty((x.shape[0], m), np.float32)
+    _ten.dense_kernel(x, weight, _bias(bias, m), ACT_NONE, 0.0, 0.0, out)
+    return out
+
+
+def batchnorm(x, weight, bias, running_mean, running_var, eps=1e-5):
+    x = _f32(x)
+    n, c = x.shape[:2]
+    x3 = x.reshape(n, c, -1)
+    out = np.empty_like(x)
+    _elt.batchnorm_kernel(x3, _f32(weight), _f32(bias), _f32(running_mean), _f32(running_var), float(eps),
+                          ACT_NONE, 0.0, 0.0, out.reshape(x3.shape))
+    return out
+
+
+def lrn(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    x = _f32(x)
+    n, c = x.shape[:2]
+    x3 = x.reshape(n, c, -1)
+    out = np.empty_like(x)
+    _elt.lrn_kernel(x3, int(size), float(alpha), float(beta), float(k), out.reshape(x3.shape))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# activations
+# ---------------------------------------------------------------------------
+
+
+def _activation(x, code, a=0.0, b=0.0):
+    x = _f32(x)
+    out = np.empty_like(x)
+    _elt.activation_kernel(x.reshape(-1), code, float(a), float(b), out.reshape(-1))
+    return out
+
+
+def relu(x):
+    return _activation(x, ACT_RELU)
+
+
+def relu6(x):
+    return _activation(x, ACT_RELU6)
+
+
+def clip(x, min=None, max=None):  # noqa: A002 - names mirror ONNX Clip
+    lo = -np.inf if min is None else float(np.float32(min))
+    hi = np.inf if max is None else float(np.float32(max))
+    return _activation(x, ACT_CLIP, lo, hi)
+
+
+def leaky_relu(x, slope=0.01):
+    return _activation(x, ACT_LEAKY_RELU, slope)
+
+
+def sigmoid(x):
+    return _activation(x, ACT_SIGMOID)
+
+
+def tanh(x):
+    return _activation(x, ACT_TANH)
+
+
+def silu(x):
+    return _activation(x, ACT_SILU)
+
+
+def hardswish(x):
+    return _activation(x, ACT_HARDSWISH)
+
+
+def hardsigmoid(x, alpha=1.0 / 6.0, beta=0.5):
+    return _activation(x, ACT_HARDSIGMOID, alpha, beta)
+
+
+def softmax(x, axis=1):
+    x = _f32(x)
+    axis = axis % x.ndim
+    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    x3 = x.reshape(outer, x.shape[axis], inner)
+    out = np.empty_like(x)
+    _elt.softmax_kernel(x3, out.reshape(x3.shape))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# binary ops
+# ---------------------------------------------------------------------------
+
+
+def _per_channel(small_shape, big_shape):
+    """(N_or_1, C, 1, ...) against (N, C, ...): return the batch stride of the small one, or None."""
+    if len(small_shape) != len(big_shape) or len(big_shape) < 2:
+        return None
+    if any(d != 1 for d in small_shape[2:]) or small_shape[1] != big_shape[1]:
+        return None
+    if small_shape[0] == big_shape[0]:
+        return big_shape[1]
+    if small_shape[0] == 1:
+        return 0
+    return None
+
+
+def _binary(a, b, op):
+    a = _f32(a)
+    b = _f32(b)
+    if a.shape == b.shape:
+        out = np.empty_like(a)
+        _elt.binary_kernel(a.reshape(-1), b.reshape(-1), op, ACT_NONE, 0.0, 0.0, out.reshape(-1))
+        return out
+    if a.size < b.size:  # add and mul commute: put the full-size operand first
+        a, b = b, a
+    if b.size == 1 and b.ndim <= a.ndim:
+        out = np.empty_like(a)
+        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), 1, 1, a.size, 0, op, ACT_NONE, 0.0, 0.0,
+                                   out.reshape(-1))
+        return out
+    stride = _per_channel(b.shape, a.shape)
+    if stride is not None:
+        n, c = a.shape[:2]
+        out = np.empty_like(a)
+        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), n, c, a.size // (n * c), stride, op,
+                                   ACT_NONE, 0.0, 0.0, out.reshape(-1))
+        return out
+    # any other numpy broadcast: materialise both operands, then the equal-shape kernel
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    a = np.ascontiguousarray(np.broadcast_to(a, shape))
+    b = np.ascontiguousarray(np.broadcast_to(b, shape))
+    return _binary(a, b, op)
+
+
+def add(a, b):
+    return _binary(a, b, _elt.OP_ADD)
+
+
+def mul(a, b):
+    return _binary(a, b, _elt.OP_MUL)
+
+
+# ---------------------------------------------------------------------------
+# tensor plumbing
+# ---------------------------------------------------------------------------
+
+
+def _copy(x, shape):
+    x = _f32(x)
+    out = np.empty(shape, np.float32)
+    _ten.copy_into_kernel(x.reshape(1, -1), 0, out.reshape(1, -1))
+    return out
+
+
+def identity(x):
+    x = _f32(x)
+    return _copy(x, x.shape)
+
+
+def dropout(x, p=0.5):
+    return identity(x)
+
+
+def flatten(x, start=1):
+    x = _f32(x)
+    return _copy(x, x.shape[:start] + (int(np.prod(x.shape[start:], dtype=np.int64)),))
+
+
+def reshape(x, shape):
+    x = _f32(x)
+    return _copy(x, x.reshape((x.shape[0],) + tuple(int(s) for s in shape)).shape)
+
+
+def concat(xs, axis=1):
+    xs = [_f32(t) for t in xs]
+    ndim = xs[0].ndim
+    axis = axis % ndim
+    shape = list(xs[0].shape)
+    shape[axis] = sum(t.shape[axis] for t in xs)
+    out = np.empty(shape, np.float32)
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    o2 = out.reshape(outer, -1)
+    off = 0
+    for t in xs:
+        t2 = t.reshape(outer, -1)
+        _ten.copy_into_kernel(t2, off, o2)
+        off += t2.shape[1]
+    return out
+
+
+def upsample_nearest(x, scale=(2, 2)):
+    x = _f32(x)
+    fh, fw = _pair(scale)
+    n, c, h, w = x.shape
+    out = np.empty((n, c, h * fh, w * fw), np.float32)
+    _ten.upsample_nearest_kernel(x, fh, fw, out)
+    return out
+
+
+def pad(x, pads=(0, 0, 0, 0), value=0.0, mode="constant"):
+    if mode not in _ten.PAD_MODES:
+        raise ValueError(f"unknown pad mode {mode!r}")
+    x = _f32(x)
+    pt, pl, pb, pr = _pads4(pads)
+    lead = x.shape[:-2]
+    h, w = x.shape[-2:]
+    x4 = x.reshape((-1, 1, h, w))
+    oh = h + pt + pb
+    ow = w + pl + pr
+    if oh < 1 or ow < 1:
+        raise ValueError("pad: empty output")
+    out = np.empty(lead + (oh, ow), np.float32)
+    _ten.pad_kernel(x4, pt, pl, pb, pr, _ten.PAD_MODES[mode], float(value), out.reshape(x4.shape[0], 1, oh, ow))
+    return out
+
+
+def yolo_decode(x, anchors, classes, image_size):
+    x = _f32(x)
+    n, ch, h, w = x.shape
+    anc = np.ascontiguousarray(np.asarray(anchors, dtype=np.float32).reshape(-1, 2))
+    a = anc.shape[0]
+    d = 5 + int(classes)
+    if ch != a * d:
+        raise ValueError(f"yolo_decode: channels {ch} != {a} anchors * {d}")
+    img_h, img_w = image_size
+    out = np.empty((n, a * h * w, d), np.float32)
+    _ten.yolo_decode_kernel(x, anc, float(img_h), float(img_w), out)
+    return out

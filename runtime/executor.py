@@ -1,0 +1,114 @@
+"""Executes a compiled plan (the dict of `cnnc.plan`): the runtime's only input is the plan format.
+
+A `Program` binds a plan to its weights once, then runs batches: it walks the plan's steps in order,
+calls one kernel per step, and frees each intermediate tensor after its last use. The `reference`
+target runs the plain numpy implementations of runtime/reference.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reference as R
+
+
+def _ref_conv(x, p, a):
+    return R.conv2d(x, p["weight"], p.get("bias"), a["stride"], a["pads"], a["dilation"], a["groups"])
+
+
+def _ref_conv_transpose(x, p, a):
+    return R.conv_transpose2d(x, p["weight"], p.get("bias"), a["stride"], a["pads"], a["output_padding"],
+                              a["dilation"], a["groups"])
+
+
+def _ref_batchnorm(x, p, a):
+    c = x.shape[1]
+    weight = p.get("weight", np.ones(c, np.float32))
+    bias = p.get("bias", np.zeros(c, np.float32))
+    return R.batchnorm(x, weight, bias, p["running_mean"], p["running_var"], a["eps"])
+
+
+def _fold(fn):
+    def run(xs, p, a):
+        out = xs[0]
+        for x in xs[1:]:
+            out = fn(out, x)
+        return out
+    return run
+
+
+# op -> (takes a list of inputs?, function(inputs, params, attrs))
+REFERENCE_STEPS = {
+    "conv": (False, _ref_conv),
+    "conv_transpose": (False, _ref_conv_transpose),
+    "maxpool": (False, lambda x, p, a: R.max_pool2d(x, a["kernel"], a["stride"], a["pads"], a["dilation"],
+                                                    a["ceil_mode"])),
+    "avgpool": (False, lambda x, p, a: R.avg_pool2d(x, a["kernel"], a["stride"], a["pads"], a["ceil_mode"],
+                                                    a["count_include_pad"])),
+    "global_avgpool": (False, lambda x, p, a: R.global_avg_pool(x)),
+    "global_maxpool": (False, lambda x, p, a: R.global_max_pool(x)),
+    "adaptive_avgpool": (False, lambda x, p, a: R.adaptive_avg_pool2d(x, a["size"])),
+    "adaptive_maxpool": (False, lambda x, p, a: R.adaptive_max_pool2d(x, a["size"])),
+    "dense": (False, lambda x, p, a: R.dense(x, p["weight"], p.get("bias"))),
+    "batchnorm": (False, _ref_batchnorm),
+    "lrn": (False, lambda x, p, a: R.lrn(x, a["size"], a["alpha"], a["beta"], a["k"])),
+    "relu": (False, lambda x, p, a: R.relu(x)),
+    "relu6": (False, lambda x, p, a: R.relu6(x)),
+    "sigmoid": (False, lambda x, p, a: R.sigmoid(x)),
+    "tanh": (False, lambda x, p, a: R.tanh(x)),
+    "silu": (False, lambda x, p, a: R.silu(x)),
+    "hardswish": (False, lambda x, p, a: R.hardswish(x)),
+    "hardsigmoid": (False, lambda x, p, a: R.hardsigmoid(x, a["alpha"], a["beta"])),
+    "leaky_relu": (False, lambda x, p, a: R.leaky_relu(x, a["slope"])),
+    "clip": (False, lambda x, p, a: R.clip(x, a["min"], a["max"])),
+    "softmax": (False, lambda x, p, a: R.softmax(x, a["axis"])),
+    "identity": (False, lambda x, p, a: R.identity(x)),
+    "dropout": (False, lambda x, p, a: R.dropout(x, a["p"])),
+    "add": (True, _fold(R.add)),
+    "mul": (True, _fold(R.mul)),
+    "concat": (True, lambda xs, p, a: R.concat(xs, a["axis"])),
+    "upsample": (False, lambda x, p, a: R.upsample_nearest(x, a["scale"])),
+    "pad": (False, lambda x, p, a: R.pad(x, a["pads"], a["value"], a["mode"])),
+    "flatten": (False, lambda x, p, a: R.flatten(x, a["start"])),
+    "reshape": (False, lambda x, p, a: R.reshape(x, a["shape"])),
+    "yolo": (False, lambda x, p, a: R.yolo_decode(x, a["anchors"], a["classes"], a["image_size"])),
+}
+
+
+class PlanError(Exception):
+    """A plan that this runtime cannot execute (unknown op, missing weight)."""
+
+
+class Program:
+    def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference"):
+        if target != "reference":
+            raise PlanError(f"unknown target {target!r}")
+        self.plan = plan
+        self.steps = []
+        for step in plan["steps"]:
+            if step["op"] not in REFERENCE_STEPS:
+                raise PlanError(f"op {step['op']} has no {target} kernel")
+            listed, fn = REFERENCE_STEPS[step["op"]]
+            try:
+                params = {role: weights[name] for role, name in step["params"].items()}
+            except KeyError as err:
+                raise PlanError(f"missing weight {err.args[0]}") from None
+            self.steps.append((step["output"], step["inputs"], listed, fn, params, step["attrs"]))
+        # The last step that reads each tensor: intermediates are dropped right after it.
+        outputs = {o["tensor"] for o in plan["outputs"]}
+        self.last_use: dict[int, list[str]] = {}
+        seen = set()
+        for i in range(len(self.steps) - 1, -1, -1):
+            for t in self.steps[i][1]:
+                if t not in seen and t not in outputs:
+                    seen.add(t)
+                    self.last_use.setdefault(i, []).append(t)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
+        for i, (out, ins, listed, fn, params, attrs) in enumerate(self.steps):
+            args = [env[t] for t in ins]
+            env[out] = fn(args, params, attrs) if listed else fn(args[0], params, attrs)
+            for t in self.last_use.get(i, ()):
+                del env[t]
+        return {o["name"]: env[o["tensor"]] for o in self.plan["outputs"]}

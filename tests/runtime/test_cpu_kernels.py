@@ -1,0 +1,506 @@
+"""Numba CPU kernels (cnnc.runtime.cpu) against independent oracles.
+
+Oracle: ONNX Runtime running a one-node ONNX model (opset 17).  Ops or details ONNX does not
+define the PyTorch way (adaptive pooling, ceil_mode windows that would start in the padding,
+YOLO decoding) are checked against ``cnnc.runtime.reference`` instead.
+
+Shapes are tiny: the run time is dominated by the first Numba compile of each kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper  # noqa: E402
+
+from cnnc.runtime import cpu  # noqa: E402
+from cnnc.runtime.cpu import conv as cpu_conv  # noqa: E402
+from cnnc.runtime.cpu import eltwise as cpu_eltwise  # noqa: E402
+from cnnc.runtime.cpu import pool as cpu_pool  # noqa: E402
+from cnnc.runtime.cpu import tensor as cpu_tensor  # noqa: E402
+
+reference = pytest.importorskip("cnnc.runtime.reference")
+
+RNG = np.random.default_rng(1234)
+
+
+def rand(*shape, scale=1.0):
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def assert_close(y, ref):
+    y = np.asarray(y)
+    ref = np.asarray(ref, dtype=np.float32)
+    assert y.dtype == np.float32
+    assert y.shape == ref.shape, (y.shape, ref.shape)
+    tol = 1e-4 * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+    err = float(np.max(np.abs(y - ref))) if ref.size else 0.0
+    assert err <= tol, f"max abs error {err:.3g} > {tol:.3g}"
+
+
+# ---------------------------------------------------------------------------
+# ONNX Runtime oracle
+# ---------------------------------------------------------------------------
+
+
+def ort_run(op_type, inputs, outputs=1, opset=17, extra_nodes=(), **attrs):
+    """Run one ONNX node (plus optional follow-up nodes) on ``inputs`` (name -> array or None)."""
+    names = [name for name in inputs]
+    feeds = {name: arr for name, arr in inputs.items() if arr is not None}
+    out_names = [f"y{i}" for i in range(outputs)]
+    nodes = [helper.make_node(op_type, [n if inputs[n] is not None else "" for n in names], out_names, **attrs)]
+    nodes += list(extra_nodes)
+    final = nodes[-1].output[0] if extra_nodes else out_names[0]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, _onnx_type(a), list(a.shape)) for n, a in feeds.items()],
+        [helper.make_tensor_value_info(final, TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return sess.run([final], feeds)[0]
+
+
+def _onnx_type(a):
+    return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}[a.dtype]
+
+
+def onnx_pads(pads):
+    t, left, b, r = pads
+    return [t, left, b, r]  # ONNX: x1_begin, x2_begin, x1_end, x2_end
+
+
+# ---------------------------------------------------------------------------
+# convolution
+# ---------------------------------------------------------------------------
+
+# (N, C, H, W, COUT, k, stride, pads, dilation, groups)
+CONV_CASES = [
+    pytest.param(1, 3, 9, 9, 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, id="3x3-pad1"),
+    pytest.param(2, 5, 11, 13, 33, (3, 3), (1, 1), (0, 2, 1, 0), (1, 1), 1, id="asym-pad-batch2-cout33"),
+    pytest.param(1, 4, 10, 10, 40, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, id="stride2"),
+    pytest.param(1, 3, 12, 12, 16, (2, 2), (3, 3), (0, 0, 0, 0), (1, 1), 1, id="stride-gt-kernel"),
+    pytest.param(1, 6, 13, 17, 12, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, id="dilation2"),
+    pytest.param(1, 8, 7, 9, 64, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="1x1"),
+    pytest.param(1, 16, 5, 6, 24, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, id="1x1-stride2"),
+    pytest.param(2, 7, 1, 1, 10, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="1x1-spatial-input"),
+    pytest.param(1, 4, 1, 1, 9, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, id="3x3-on-1x1-input"),
+    pytest.param(1, 3, 23, 19, 8, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, id="7x7-stride2"),
+    pytest.param(1, 5, 4, 3, 7, (2, 3), (1, 2), (1, 0, 0, 2), (1, 1), 1, id="rect-kernel-few-pixels"),
+    pytest.param(1, 8, 6, 6, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2, id="groups2-blocked"),
+    pytest.param(1, 12, 7, 8, 12, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4, id="groups4-few-cout-per-group"),
+    pytest.param(2, 6, 9, 20, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6, id="depthwise"),
+    pytest.param(1, 5, 17, 35, 5, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 5, id="depthwise-stride2"),
+    pytest.param(1, 4, 6, 18, 4, (5, 5), (1, 1), (2, 1, 2, 3), (1, 1), 4, id="depthwise-5x5-asym"),
+    pytest.param(1, 3, 9, 9, 6, (3, 3), (1, 3), (2, 2, 2, 2), (2, 2), 3, id="depthwise-mult2-dil-stride3"),
+    pytest.param(1, 4, 2, 3, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4, id="depthwise-tiny-plane"),
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,cout,k,stride,pads,dil,groups", CONV_CASES)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+def test_conv2d(n, c, h, w, cout, k, stride, pads, dil, groups, with_bias):
+    x = rand(n, c, h, w)
+    wt = rand(cout, c // groups, *k, scale=0.5)
+    b = rand(cout) if with_bias else None
+    y = cpu.conv2d(x, wt, b, stride=stride, pads=pads, dilation=dil, groups=groups)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": b}, kernel_shape=list(k), strides=list(stride),
+                  pads=onnx_pads(pads), dilations=list(dil), group=groups)
+    assert_close(y, ref)
+
+
+@pytest.mark.parametrize("strategy_case", [
+    (1, 8, 10, 11, 20, 1),   # blocked
+    (1, 6, 10, 11, 6, 6),    # depthwise
+])
+@pytest.mark.parametrize("act,a,b,onnx_op,onnx_attrs", [
+    ("relu", 0.0, 0.0, "Relu", {}),
+    ("leaky_relu", 0.2, 0.0, "LeakyRelu", {"alpha": 0.2}),
+    ("hardsigmoid", 0.2, 0.5, "HardSigmoid", {"alpha": 0.2, "beta": 0.5}),
+    ("sigmoid", 0.0, 0.0, "Sigmoid", {}),
+])
+def test_conv2d_fused_activation(strategy_case, act, a, b, onnx_op, onnx_attrs):
+    n, c, h, w, cout, groups = strategy_case
+    x = rand(n, c, h, w)
+    wt = rand(cout, c // groups, 3, 3, scale=0.5)
+    bias = rand(cout)
+    plan = cpu.pack_conv2d(wt, bias, pads=(1, 1, 1, 1), groups=groups, act=cpu.ACTIVATIONS[act], act_a=a, act_b=b)
+    out = np.empty(plan.out_shape(x.shape), np.float32)
+    plan.run(x, out)
+    post = helper.make_node(onnx_op, ["y0"], ["z"], **onnx_attrs)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, extra_nodes=[post], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                  group=groups)
+    assert_close(out, ref)
+
+
+def test_conv2d_reuses_packed_weight_and_writes_into_out():
+    x = rand(1, 4, 8, 8)
+    wt = rand(9, 4, 3, 3)
+    plan = cpu.pack_conv2d(wt, None, pads=(1, 1, 1, 1))
+    out = np.full(plan.out_shape(x.shape), np.nan, np.float32)
+    assert plan.run(x, out) is out
+    assert_close(out, reference.conv2d(x, wt, None, pads=(1, 1, 1, 1)))
+    x2 = rand(1, 4, 8, 8)
+    plan.run(x2, out)
+    assert_close(out, reference.conv2d(x2, wt, None, pads=(1, 1, 1, 1)))
+
+
+# (N, CIN, H, W, COUT/G, k, stride, pads, output_padding, dilation, groups)
+CONVT_CASES = [
+    pytest.param(1, 4, 5, 5, 3, (3, 3), (1, 1), (0, 0, 0, 0), (0, 0), (1, 1), 1, id="plain"),
+    pytest.param(2, 6, 4, 5, 8, (4, 4), (2, 2), (1, 1, 1, 1), (0, 0), (1, 1), 1, id="dcgan-4x4-s2-p1"),
+    pytest.param(1, 3, 3, 4, 5, (3, 3), (2, 2), (1, 0, 2, 1), (1, 1), (1, 1), 1, id="asym-pads-outpad"),
+    pytest.param(1, 4, 1, 1, 6, (4, 4), (1, 1), (0, 0, 0, 0), (0, 0), (1, 1), 1, id="1x1-input"),
+    pytest.param(1, 6, 4, 4, 2, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (1, 1), 3, id="groups3"),
+    pytest.param(1, 2, 4, 3, 3, (3, 2), (3, 2), (0, 1, 0, 1), (2, 1), (2, 1), 1, id="dilation-stride-gt-kernel"),
+]
+
+
+@pytest.mark.parametrize("n,cin,h,w,cog,k,stride,pads,opad,dil,groups", CONVT_CASES)
+def test_conv_transpose2d(n, cin, h, w, cog, k, stride, pads, opad, dil, groups):
+    x = rand(n, cin, h, w)
+    wt = rand(cin, cog, *k, scale=0.5)
+    b = rand(cog * groups)
+    y = cpu.conv_transpose2d(x, wt, b, stride=stride, pads=pads, output_padding=opad, dilation=dil, groups=groups)
+    ref = ort_run("ConvTranspose", {"x": x, "w": wt, "b": b}, kernel_shape=list(k), strides=list(stride),
+                  pads=onnx_pads(pads), output_padding=list(opad), dilations=list(dil), group=groups)
+    assert_close(y, ref)
+    assert_close(y, reference.conv_transpose2d(x, wt, b, stride, pads, opad, dil, groups))
+
+
+# ---------------------------------------------------------------------------
+# pooling
+# ---------------------------------------------------------------------------
+
+# (shape, kernel, stride, pads, dilation, ceil_mode)
+MAXPOOL_CASES = [
+    pytest.param((1, 3, 8, 8), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, id="2x2s2"),
+    pytest.param((2, 4, 9, 11), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False, id="3x3s2p1-batch2"),
+    pytest.param((1, 2, 10, 9), (3, 3), (2, 2), (0, 1, 1, 0), (1, 1), True, id="ceil-asym"),
+    pytest.param((1, 2, 11, 12), (3, 2), (1, 2), (1, 0, 1, 0), (2, 1), False, id="dilation"),
+    pytest.param((1, 2, 10, 10), (2, 2), (3, 3), (0, 0, 0, 0), (1, 1), False, id="stride-gt-kernel"),
+    pytest.param((1, 3, 1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), False, id="1x1-input"),
+    pytest.param((1, 3, 13, 13), (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True, id="ceil-googlenet"),
+]
+
+
+@pytest.mark.parametrize("shape,k,stride,pads,dil,ceil", MAXPOOL_CASES)
+def test_max_pool2d(shape, k, stride, pads, dil, ceil):
+    x = rand(*shape)
+    y = cpu.max_pool2d(x, k, stride, pads, dil, ceil)
+    ref = ort_run("MaxPool", {"x": x}, kernel_shape=list(k), strides=list(stride), pads=onnx_pads(pads),
+                  dilations=list(dil), ceil_mode=int(ceil))
+    assert_close(y, ref)
+
+
+@pytest.mark.parametrize("shape,k,stride,pads,dil", [
+    # ceil_mode adds a window that would start inside the end padding: PyTorch drops it
+    pytest.param((1, 2, 6, 6), (2, 2), (2, 2), (1, 1, 1, 1), (1, 1), id="2x2s2p1"),
+    pytest.param((1, 2, 5, 7), (3, 3), (3, 3), (1, 1, 1, 1), (1, 1), id="3x3s3p1"),
+    pytest.param((1, 1, 8, 8), (3, 3), (2, 2), (1, 0, 1, 0), (2, 1), id="dilated"),
+])
+def test_max_pool2d_ceil_mode_pytorch_rule(shape, k, stride, pads, dil):
+    x = rand(*shape)
+    y = cpu.max_pool2d(x, k, stride, pads, dil, ceil_mode=True)
+    assert_close(y, reference.max_pool2d(x, k, stride, pads, dil, ceil_mode=True))
+
+
+def test_max_pool2d_ceil_mode_drops_window_starting_in_padding():
+    # H = 6, k = 2, s = 2, pad 1: ceil gives 5 windows, the 5th would start at padded row 8 = the
+    # bottom padding, so PyTorch keeps 4.
+    x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
+    y = cpu.max_pool2d(x, 2, 2, (1, 1, 1, 1), ceil_mode=True)
+    assert y.shape == (1, 1, 4, 4)
+    assert y[0, 0, 0, 0] == 0.0 and y[0, 0, 3, 3] == 35.0
+
+
+# (shape, kernel, stride, pads, ceil_mode, count_include_pad)
+AVGPOOL_CASES = [
+    pytest.param((1, 3, 8, 8), (2, 2), (2, 2), (0, 0, 0, 0), False, True, id="2x2s2"),
+    pytest.param((2, 2, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), False, True, id="pad-include"),
+    pytest.param((2, 2, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), False, False, id="pad-exclude"),
+    pytest.param((1, 2, 10, 9), (3, 3), (1, 2), (0, 1, 2, 0), False, False, id="asym-exclude"),
+    pytest.param((1, 2, 10, 10), (2, 2), (3, 3), (0, 0, 0, 0), False, True, id="stride-gt-kernel"),
+    pytest.param((1, 2, 7, 7), (7, 7), (1, 1), (0, 0, 0, 0), False, True, id="whole-plane"),
+    pytest.param((1, 2, 9, 9), (3, 3), (2, 2), (0, 0, 0, 0), True, True, id="ceil-no-pad"),
+]
+
+
+@pytest.mark.parametrize("shape,k,stride,pads,ceil,cip", AVGPOOL_CASES)
+def test_avg_pool2d(shape, k, stride, pads, ceil, cip):
+    x = rand(*shape)
+    y = cpu.avg_pool2d(x, k, stride, pads, ceil, cip)
+    ref = ort_run("AveragePool", {"x": x}, kernel_shape=list(k), strides=list(stride), pads=onnx_pads(pads),
+                  ceil_mode=int(ceil), count_include_pad=int(cip))
+    assert_close(y, ref)
+
+
+@pytest.mark.parametrize("shape,k,stride,pads", [
+    pytest.param((1, 2, 6, 6), (2, 2), (2, 2), (1, 1, 1, 1), id="window-in-padding"),
+    pytest.param((1, 2, 8, 7), (3, 3), (2, 2), (1, 1, 1, 1), id="overhang"),
+    pytest.param((1, 1, 5, 5), (3, 2), (2, 2), (0, 1, 1, 0), id="asym"),
+])
+@pytest.mark.parametrize("cip", [True, False], ids=["include", "exclude"])
+def test_avg_pool2d_ceil_mode_pytorch_rule(shape, k, stride, pads, cip):
+    # With count_include_pad the divisor counts padding but not the ceil_mode overhang.
+    x = rand(*shape)
+    y = cpu.avg_pool2d(x, k, stride, pads, ceil_mode=True, count_include_pad=cip)
+    assert_close(y, reference.avg_pool2d(x, k, stride, pads, ceil_mode=True, count_include_pad=cip))
+
+
+def test_avg_pool2d_overhang_divisor_hand_case():
+    # H = W = 3, k = 2, s = 2, no padding, ceil_mode: the last window covers one row/column only
+    # and is divided by what it covers (1 element at the corner), not by 4.
+    x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+    y = cpu.avg_pool2d(x, 2, 2, 0, ceil_mode=True, count_include_pad=True)
+    np.testing.assert_allclose(y[0, 0], [[2.0, 3.5], [6.5, 8.0]])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 5, 1, 1), (1, 4, 13, 9)])
+def test_global_pools(shape):
+    x = rand(*shape)
+    assert_close(cpu.global_avg_pool(x), ort_run("GlobalAveragePool", {"x": x}))
+    assert_close(cpu.global_max_pool(x), ort_run("GlobalMaxPool", {"x": x}))
+
+
+@pytest.mark.parametrize("shape,out_size", [
+    ((1, 3, 7, 7), (1, 1)),
+    ((2, 2, 10, 9), (3, 4)),
+    ((1, 2, 5, 6), (5, 6)),
+    ((1, 2, 4, 4), (7, 7)),  # output larger than input: bins overlap
+    ((1, 2, 12, 12), (6, 6)),
+])
+def test_adaptive_pools(shape, out_size):
+    x = rand(*shape)
+    assert_close(cpu.adaptive_avg_pool2d(x, out_size), reference.adaptive_avg_pool2d(x, out_size))
+    assert_close(cpu.adaptive_max_pool2d(x, out_size), reference.adaptive_max_pool2d(x, out_size))
+
+
+def test_adaptive_avg_pool_matches_onnx_when_divisible():
+    x = rand(1, 3, 12, 8)
+    y = cpu.adaptive_avg_pool2d(x, (3, 2))
+    assert_close(y, ort_run("AveragePool", {"x": x}, kernel_shape=[4, 4], strides=[4, 4]))
+
+
+# ---------------------------------------------------------------------------
+# dense, normalisation
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,k,m", [(1, 17, 5), (3, 64, 33), (2, 1, 9), (1, 300, 20)])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+def test_dense(n, k, m, with_bias):
+    x = rand(n, k)
+    w = rand(m, k)
+    b = rand(m) if with_bias else None
+    y = cpu.dense(x, w, b)
+    ref = ort_run("Gemm", {"x": x, "w": w, "b": b}, transB=1)
+    assert_close(y, ref)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 3), (1, 7, 1, 1), (3, 6)])
+def test_batchnorm(shape):
+    x = rand(*shape)
+    c = shape[1]
+    w, b, mean = rand(c), rand(c), rand(c)
+    var = (RNG.random(c) + 0.1).astype(np.float32)
+    y = cpu.batchnorm(x, w, b, mean, var, eps=1e-3)
+    ref = ort_run("BatchNormalization", {"x": x, "s": w, "b": b, "m": mean, "v": var}, epsilon=1e-3)
+    assert_close(y, ref)
+
+
+@pytest.mark.parametrize("size", [5, 3, 1, 4])
+def test_lrn(size):
+    x = rand(2, 7, 3, 4, scale=3.0)
+    y = cpu.lrn(x, size, alpha=1e-2, beta=0.75, k=2.0)
+    ref = ort_run("LRN", {"x": x}, size=size, alpha=1e-2, beta=0.75, bias=2.0)
+    assert_close(y, ref)
+    assert_close(y, reference.lrn(x, size, 1e-2, 0.75, 2.0))
+
+
+# ---------------------------------------------------------------------------
+# activations
+# ---------------------------------------------------------------------------
+
+ACT_SHAPE = (2, 3, 5, 7)
+
+
+def _act_input():
+    x = rand(*ACT_SHAPE, scale=4.0)
+    x.flat[:6] = [0.0, -0.0, 3.0, -3.0, 6.0, 60.0]
+    x.flat[6:8] = [-100.0, 100.0]  # sigmoid/silu must not overflow
+    return x
+
+
+@pytest.mark.parametrize("name,args,onnx_op,onnx_attrs,onnx_extra_inputs", [
+    ("relu", (), "Relu", {}, {}),
+    ("relu6", (), "Clip", {}, {"lo": np.float32(0.0), "hi": np.float32(6.0)}),
+    ("clip", (-1.5, 2.5), "Clip", {}, {"lo": np.float32(-1.5), "hi": np.float32(2.5)}),
+    ("leaky_relu", (0.1,), "LeakyRelu", {"alpha": 0.1}, {}),
+    ("sigmoid", (), "Sigmoid", {}, {}),
+    ("tanh", (), "Tanh", {}, {}),
+    ("hardswish", (), "HardSwish", {}, {}),
+    ("hardsigmoid", (0.2, 0.5), "HardSigmoid", {"alpha": 0.2, "beta": 0.5}, {}),
+    ("hardsigmoid", (), "HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}, {}),
+])
+def test_activations(name, args, onnx_op, onnx_attrs, onnx_extra_inputs):
+    x = _act_input()
+    y = getattr(cpu, name)(x, *args)
+    inputs = {"x": x, **{k: np.asarray(v, dtype=np.float32) for k, v in onnx_extra_inputs.items()}}
+    assert_close(y, ort_run(onnx_op, inputs, **onnx_attrs))
+
+
+def test_silu():
+    x = _act_input()
+    mul = helper.make_node("Mul", ["x", "y0"], ["z"])
+    assert_close(cpu.silu(x), ort_run("Sigmoid", {"x": x}, extra_nodes=[mul]))
+
+
+def test_clip_one_sided():
+    x = _act_input()
+    assert_close(cpu.clip(x, min=0.5), np.maximum(x, np.float32(0.5)))
+    assert_close(cpu.clip(x, max=0.5), np.minimum(x, np.float32(0.5)))
+
+
+def test_activation_large_array_spans_parallel_blocks():
+    x = rand(3, 4097)
+    assert_close(cpu.relu(x), ort_run("Relu", {"x": x}))
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 10), 1), ((2, 10), -1), ((2, 5, 3, 4), 1), ((3, 4, 5), 2), ((4, 3), 0)])
+def test_softmax(shape, axis):
+    x = rand(*shape, scale=5.0)
+    assert_close(cpu.softmax(x, axis), ort_run("Softmax", {"x": x}, axis=axis))
+
+
+# ---------------------------------------------------------------------------
+# binary ops, tensor plumbing
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sa,sb", [
+    ((2, 3, 4, 5), (2, 3, 4, 5)),
+    ((2, 3, 4, 5), (2, 3, 1, 1)),  # squeeze-and-excitation
+    ((2, 3, 1, 1), (2, 3, 4, 5)),  # either order
+    ((2, 3, 4, 5), (1, 3, 1, 1)),  # per-channel, shared by the batch
+    ((2, 3, 4, 5), (1,)),  # scalar
+    ((2, 3, 4, 5), (5,)),  # other numpy broadcasting
+    ((2, 7), (2, 7)),
+])
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_binary(sa, sb, op):
+    a, b = rand(*sa), rand(*sb)
+    y = getattr(cpu, op)(a, b)
+    assert_close(y, ort_run(op.capitalize(), {"a": a, "b": b}))
+
+
+@pytest.mark.parametrize("shapes,axis", [
+    ([(1, 2, 3, 4), (1, 5, 3, 4), (1, 1, 3, 4)], 1),
+    ([(2, 2, 3, 4), (2, 3, 3, 4)], 1),
+    ([(2, 3, 2, 2), (2, 3, 5, 2)], 2),
+    ([(3, 4), (3, 6)], -1),
+    ([(1, 2, 3, 4), (2, 2, 3, 4)], 0),
+])
+def test_concat(shapes, axis):
+    xs = [rand(*s) for s in shapes]
+    inputs = {f"x{i}": t for i, t in enumerate(xs)}
+    assert_close(cpu.concat(xs, axis), ort_run("Concat", inputs, axis=axis))
+
+
+@pytest.mark.parametrize("shape,scale", [((1, 2, 3, 4), (2, 2)), ((2, 3, 2, 5), (3, 1)), ((1, 1, 1, 1), (2, 3))])
+def test_upsample_nearest(shape, scale):
+    x = rand(*shape)
+    y = cpu.upsample_nearest(x, scale)
+    scales = np.array([1.0, 1.0, *scale], dtype=np.float32)
+    ref = ort_run("Resize", {"x": x, "roi": None, "scales": scales}, mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    assert_close(y, ref)
+
+
+@pytest.mark.parametrize("mode,onnx_mode", [("constant", "constant"), ("reflect", "reflect"), ("replicate", "edge")])
+@pytest.mark.parametrize("pads", [(1, 2, 0, 3), (0, 0, 0, 0), (2, 2, 2, 2)])
+def test_pad(mode, onnx_mode, pads):
+    x = rand(2, 3, 4, 5)
+    y = cpu.pad(x, pads, value=1.5, mode=mode)
+    pt, pl, pb, pr = pads
+    onnx_p = np.array([0, 0, pt, pl, 0, 0, pb, pr], dtype=np.int64)
+    inputs = {"x": x, "pads": onnx_p}
+    if mode == "constant":
+        inputs["value"] = np.array(1.5, dtype=np.float32)
+    assert_close(y, ort_run("Pad", inputs, mode=onnx_mode))
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate"])
+def test_pad_negative_crops(mode):
+    x = rand(1, 2, 6, 7)
+    pads = (-1, 2, 1, -2)
+    assert_close(cpu.pad(x, pads, 0.5, mode), reference.pad(x, pads, 0.5, mode))
+
+
+def test_pad_reflect_hand_case():
+    x = np.array([[[[1.0, 2.0, 3.0]]]], dtype=np.float32)
+    y = cpu.pad(x, (0, 2, 0, 2), mode="reflect")
+    np.testing.assert_array_equal(y[0, 0, 0], [3, 2, 1, 2, 3, 2, 1])
+
+
+def test_identity_flatten_reshape_dropout():
+    x = rand(2, 3, 4, 5)
+    assert_close(cpu.identity(x), x)
+    assert_close(cpu.dropout(x, 0.3), x)
+    assert_close(cpu.flatten(x), ort_run("Flatten", {"x": x}, axis=1))
+    assert_close(cpu.reshape(x, (4, -1)), x.reshape(2, 4, 15))
+
+
+@pytest.mark.parametrize("n,h,w,classes,anchors,image_size", [
+    (1, 3, 4, 2, [(10.0, 14.0), (23.0, 27.0)], (96, 128)),
+    (2, 2, 2, 0, [(5.0, 7.0)], (64, 64)),
+    (1, 5, 3, 3, [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)], (416, 416)),
+])
+def test_yolo_decode(n, h, w, classes, anchors, image_size):
+    x = rand(n, len(anchors) * (5 + classes), h, w, scale=2.0)
+    y = cpu.yolo_decode(x, anchors, classes, image_size)
+    assert_close(y, reference.yolo_decode(x, anchors, classes, image_size))
+
+
+def test_yolo_decode_hand_case():
+    # all-zero logits: sigmoid = 0.5, exp = 1 -> box centred in its cell, anchor-sized
+    x = np.zeros((1, 6, 2, 2), np.float32)  # one anchor, one class
+    y = cpu.yolo_decode(x, [(3.0, 5.0)], 1, (20, 40))  # image 20 high, 40 wide
+    assert y.shape == (1, 4, 6)
+    row_col_1_0 = y[0, 2]  # (anchor 0, row 1, col 0)
+    np.testing.assert_allclose(row_col_1_0, [0.5 * 20, 1.5 * 10, 3.0, 5.0, 0.5, 0.5])
+
+
+# ---------------------------------------------------------------------------
+# one compiled signature per kernel
+# ---------------------------------------------------------------------------
+
+
+def test_each_kernel_compiles_one_signature():
+    # Call wrappers with assorted Python/numpy scalar types and layouts; the wrappers must
+    # normalise them so that no kernel gains a second compiled signature.
+    x = rand(1, 4, 6, 6)
+    xs = x[:, :, ::1, ::-1]  # non-contiguous view
+    cpu.conv2d(xs, rand(8, 4, 3, 3), None, stride=np.int32(1), pads=[np.int64(1)] * 4, dilation=(1, 1))
+    cpu.conv2d(x.astype(np.float64), rand(4, 1, 3, 3), rand(4), groups=np.int64(4))
+    cpu.max_pool2d(xs, np.int64(2), None, ceil_mode=np.bool_(True))
+    cpu.avg_pool2d(x, 2, 2, count_include_pad=np.bool_(False))
+    cpu.leaky_relu(xs, np.float32(0.3))
+    cpu.clip(x, np.float64(-1), 1)
+    cpu.batchnorm(x, *(rand(4) for _ in range(3)), np.abs(rand(4)) + 1, eps=np.float32(1e-3))
+    cpu.lrn(x, np.int32(3), np.float32(1e-4), 0.75, 1)
+    cpu.pad(x, (1, 1, 1, 1), value=np.float32(2), mode="reflect")
+    cpu.yolo_decode(rand(1, 6, 2, 2), np.array([[1, 2]]), np.int64(1), (np.int32(8), 8))
+    kernels = [obj for mod in (cpu_conv, cpu_pool, cpu_eltwise, cpu_tensor) for name, obj in vars(mod).items()
+               if name.endswith("_kernel") and hasattr(obj, "signatures")]
+    assert len(kernels) >= 15
+    for k in kernels:
+        assert len(k.signatures) <= 1, (k.py_func.__name__, k.signatures)
