@@ -18,6 +18,9 @@ examples:
   cnnc inspect specs/yolov3_tiny.cnn --set classes=20
   cnnc inspect specs/lenet5.cnn --after expand     the graph IR after a pass
   cnnc compile specs/resnet18.cnn -o resnet18.cnnplan
+  cnnc run specs/resnet50.cnn                      run on seeded weights and a synthetic batch
+  cnnc run specs/resnet50.cnn --weights r50.safetensors --input photos/ --output logits.npy
+  cnnc init specs/resnet18.cnn -o r18.npz --seed 0
   cnnc ops                                         the op reference
 """
 
@@ -72,6 +75,38 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("-o", "--output", required=True, help="the .cnnplan file to write")
     p.add_argument("--weights", help="bundle these weights (.npz or .safetensors) into the plan")
+
+    p = sub.add_parser("run", help="run a network on data (or a synthetic batch)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a spec or a compiled plan on the CPU. Without --weights a spec runs on "
+                       "cnnc init's seeded weights; without --input on a seeded synthetic batch.",
+                       epilog="examples:\n  cnnc run specs/resnet50.cnn\n"
+                       "  cnnc run specs/resnet18.cnn --weights r18.safetensors --input cat.jpg\n"
+                       "  cnnc run r50.cnnplan --input images/ --batch-size 16 --output logits.npy\n"
+                       "  cnnc run specs/yolov3_tiny.cnn --input x.npy --output dets.npz --threads 2")
+    _common(p)
+    p.add_argument("--input", "-i", metavar="X", help=".npy, .npz (one array per input), an image, or a folder of images")
+    p.add_argument("--output", "-o", metavar="Y", help=".npy (one output) or .npz (one array per output)")
+    p.add_argument("--weights", "-w", metavar="W", help=".npz or .safetensors weights (names as `inspect --format json`)")
+    p.add_argument("--allow-missing", action="store_true", help="initialise weights missing from --weights")
+    p.add_argument("--batch-size", "-b", type=int, metavar="B", help="samples per batch (default: 16, or 1 for the synthetic batch)")
+    p.add_argument("--threads", type=int, metavar="N", help="threads (default: all cores)")
+    p.add_argument("--target", choices=("cpu", "reference"), default="cpu",
+                   help="cpu (Numba kernels, default) or reference (plain numpy)")
+    p.add_argument("--strict", action="store_true", help="refuse inputs holding NaN/Inf instead of warning")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialised weights (default 0)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one per line, for the top-5 report")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="classes to report per input (default 5)")
+
+    p = sub.add_parser("init", help="write initialised weights for a spec",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Write a proper initialisation: He (Kaiming) normal for convolutions and dense "
+                       "layers, zero biases, identity batchnorm statistics.",
+                       epilog="examples:\n  cnnc init specs/resnet18.cnn -o r18.npz\n"
+                       "  cnnc init specs/unet.cnn -o unet.safetensors --seed 3")
+    _common(p)
+    p.add_argument("-o", "--output", required=True, help=".npz or .safetensors file to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     p = sub.add_parser("ops", help="list the ops of the language with their arguments",
                        description="Print every op with its arguments and defaults.")
@@ -150,7 +185,26 @@ def _show(v):
     return str(v)
 
 
-COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "ops": cmd_ops}
+def cmd_init(args) -> int:
+    from . import plan as plan_mod
+    from .fileio import save_arrays
+    from .weights import initialise
+    result = _compile(args)
+    _print_warnings(result.warnings, args.error_format)
+    constants = plan_mod.from_graph(result.graph)["constants"]
+    if not args.output.lower().endswith((".npz", ".safetensors")):
+        raise CnncError(Diagnostic("E403", f"{args.output}: weights are written as .npz or .safetensors", None))
+    save_arrays(args.output, initialise(constants, args.seed))
+    print(f"wrote {args.output}: {len(constants)} tensors (seed {args.seed})", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .run import run_command
+    return run_command(args)
+
+
+COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "init": cmd_init, "ops": cmd_ops}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,83 +12,103 @@ import numpy as np
 from . import reference as R
 
 
-def _ref_conv(x, p, a):
-    return R.conv2d(x, p["weight"], p.get("bias"), a["stride"], a["pads"], a["dilation"], a["groups"])
+def step_table(K) -> dict:
+    """op -> (takes a list of inputs?, function(inputs, params, attrs)), over an implementation module K
+    with the signatures of runtime/reference.py (the reference itself, or the CPU kernels' wrappers)."""
+
+    def conv(x, p, a):
+        return K.conv2d(x, p["weight"], p.get("bias"), a["stride"], a["pads"], a["dilation"], a["groups"])
+
+    def conv_transpose(x, p, a):
+        return K.conv_transpose2d(x, p["weight"], p.get("bias"), a["stride"], a["pads"], a["output_padding"],
+                                  a["dilation"], a["groups"])
+
+    def batchnorm(x, p, a):
+        c = x.shape[1]
+        weight = p.get("weight", np.ones(c, np.float32))
+        bias = p.get("bias", np.zeros(c, np.float32))
+        return K.batchnorm(x, weight, bias, p["running_mean"], p["running_var"], a["eps"])
+
+    def fold(fn):
+        def run(xs, p, a):
+            out = xs[0]
+            for x in xs[1:]:
+                out = fn(out, x)
+            return out
+        return run
+
+    return {
+        "conv": (False, conv),
+        "conv_transpose": (False, conv_transpose),
+        "maxpool": (False, lambda x, p, a: K.max_pool2d(x, a["kernel"], a["stride"], a["pads"], a["dilation"],
+                                                        a["ceil_mode"])),
+        "avgpool": (False, lambda x, p, a: K.avg_pool2d(x, a["kernel"], a["stride"], a["pads"], a["ceil_mode"],
+                                                        a["count_include_pad"])),
+        "global_avgpool": (False, lambda x, p, a: K.global_avg_pool(x)),
+        "global_maxpool": (False, lambda x, p, a: K.global_max_pool(x)),
+        "adaptive_avgpool": (False, lambda x, p, a: K.adaptive_avg_pool2d(x, a["size"])),
+        "adaptive_maxpool": (False, lambda x, p, a: K.adaptive_max_pool2d(x, a["size"])),
+        "dense": (False, lambda x, p, a: K.dense(x, p["weight"], p.get("bias"))),
+        "batchnorm": (False, batchnorm),
+        "lrn": (False, lambda x, p, a: K.lrn(x, a["size"], a["alpha"], a["beta"], a["k"])),
+        "relu": (False, lambda x, p, a: K.relu(x)),
+        "relu6": (False, lambda x, p, a: K.relu6(x)),
+        "sigmoid": (False, lambda x, p, a: K.sigmoid(x)),
+        "tanh": (False, lambda x, p, a: K.tanh(x)),
+        "silu": (False, lambda x, p, a: K.silu(x)),
+        "hardswish": (False, lambda x, p, a: K.hardswish(x)),
+        "hardsigmoid": (False, lambda x, p, a: K.hardsigmoid(x, a["alpha"], a["beta"])),
+        "leaky_relu": (False, lambda x, p, a: K.leaky_relu(x, a["slope"])),
+        "clip": (False, lambda x, p, a: K.clip(x, a["min"], a["max"])),
+        "softmax": (False, lambda x, p, a: K.softmax(x, a["axis"])),
+        "identity": (False, lambda x, p, a: K.identity(x)),
+        "dropout": (False, lambda x, p, a: K.dropout(x, a["p"])),
+        "add": (True, fold(K.add)),
+        "mul": (True, fold(K.mul)),
+        "concat": (True, lambda xs, p, a: K.concat(xs, a["axis"])),
+        "upsample": (False, lambda x, p, a: K.upsample_nearest(x, a["scale"])),
+        "pad": (False, lambda x, p, a: K.pad(x, a["pads"], a["value"], a["mode"])),
+        "flatten": (False, lambda x, p, a: K.flatten(x, a["start"])),
+        "reshape": (False, lambda x, p, a: K.reshape(x, a["shape"])),
+        "yolo": (False, lambda x, p, a: K.yolo_decode(x, a["anchors"], a["classes"], a["image_size"])),
+    }
 
 
-def _ref_conv_transpose(x, p, a):
-    return R.conv_transpose2d(x, p["weight"], p.get("bias"), a["stride"], a["pads"], a["output_padding"],
-                              a["dilation"], a["groups"])
-
-
-def _ref_batchnorm(x, p, a):
-    c = x.shape[1]
-    weight = p.get("weight", np.ones(c, np.float32))
-    bias = p.get("bias", np.zeros(c, np.float32))
-    return R.batchnorm(x, weight, bias, p["running_mean"], p["running_var"], a["eps"])
-
-
-def _fold(fn):
-    def run(xs, p, a):
-        out = xs[0]
-        for x in xs[1:]:
-            out = fn(out, x)
-        return out
-    return run
-
-
-# op -> (takes a list of inputs?, function(inputs, params, attrs))
-REFERENCE_STEPS = {
-    "conv": (False, _ref_conv),
-    "conv_transpose": (False, _ref_conv_transpose),
-    "maxpool": (False, lambda x, p, a: R.max_pool2d(x, a["kernel"], a["stride"], a["pads"], a["dilation"],
-                                                    a["ceil_mode"])),
-    "avgpool": (False, lambda x, p, a: R.avg_pool2d(x, a["kernel"], a["stride"], a["pads"], a["ceil_mode"],
-                                                    a["count_include_pad"])),
-    "global_avgpool": (False, lambda x, p, a: R.global_avg_pool(x)),
-    "global_maxpool": (False, lambda x, p, a: R.global_max_pool(x)),
-    "adaptive_avgpool": (False, lambda x, p, a: R.adaptive_avg_pool2d(x, a["size"])),
-    "adaptive_maxpool": (False, lambda x, p, a: R.adaptive_max_pool2d(x, a["size"])),
-    "dense": (False, lambda x, p, a: R.dense(x, p["weight"], p.get("bias"))),
-    "batchnorm": (False, _ref_batchnorm),
-    "lrn": (False, lambda x, p, a: R.lrn(x, a["size"], a["alpha"], a["beta"], a["k"])),
-    "relu": (False, lambda x, p, a: R.relu(x)),
-    "relu6": (False, lambda x, p, a: R.relu6(x)),
-    "sigmoid": (False, lambda x, p, a: R.sigmoid(x)),
-    "tanh": (False, lambda x, p, a: R.tanh(x)),
-    "silu": (False, lambda x, p, a: R.silu(x)),
-    "hardswish": (False, lambda x, p, a: R.hardswish(x)),
-    "hardsigmoid": (False, lambda x, p, a: R.hardsigmoid(x, a["alpha"], a["beta"])),
-    "leaky_relu": (False, lambda x, p, a: R.leaky_relu(x, a["slope"])),
-    "clip": (False, lambda x, p, a: R.clip(x, a["min"], a["max"])),
-    "softmax": (False, lambda x, p, a: R.softmax(x, a["axis"])),
-    "identity": (False, lambda x, p, a: R.identity(x)),
-    "dropout": (False, lambda x, p, a: R.dropout(x, a["p"])),
-    "add": (True, _fold(R.add)),
-    "mul": (True, _fold(R.mul)),
-    "concat": (True, lambda xs, p, a: R.concat(xs, a["axis"])),
-    "upsample": (False, lambda x, p, a: R.upsample_nearest(x, a["scale"])),
-    "pad": (False, lambda x, p, a: R.pad(x, a["pads"], a["value"], a["mode"])),
-    "flatten": (False, lambda x, p, a: R.flatten(x, a["start"])),
-    "reshape": (False, lambda x, p, a: R.reshape(x, a["shape"])),
-    "yolo": (False, lambda x, p, a: R.yolo_decode(x, a["anchors"], a["classes"], a["image_size"])),
-}
+REFERENCE_STEPS = step_table(R)
 
 
 class PlanError(Exception):
     """A plan that this runtime cannot execute (unknown op, missing weight)."""
 
 
+def _table(target: str) -> dict:
+    if target == "reference":
+        return REFERENCE_STEPS
+    if target == "cpu":
+        from . import cpu
+        return step_table(cpu)
+    raise PlanError(f"unknown target {target!r} (targets: cpu, reference)")
+
+
+def set_threads(threads: int | None) -> None:
+    """Numba's thread count for the parallel kernels (default: all cores)."""
+    import numba
+    n = numba.config.NUMBA_NUM_THREADS if threads is None else min(threads, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(max(1, n))
+
+
 class Program:
-    def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference"):
-        if target != "reference":
-            raise PlanError(f"unknown target {target!r}")
+    def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference",
+                 threads: int | None = None):
+        table = _table(target)
+        self.target = target
+        self.threads = threads
         self.plan = plan
         self.steps = []
         for step in plan["steps"]:
-            if step["op"] not in REFERENCE_STEPS:
+            if step["op"] not in table:
                 raise PlanError(f"op {step['op']} has no {target} kernel")
-            listed, fn = REFERENCE_STEPS[step["op"]]
+            listed, fn = table[step["op"]]
             try:
                 params = {role: weights[name] for role, name in step["params"].items()}
             except KeyError as err:
@@ -105,6 +125,8 @@ class Program:
                     self.last_use.setdefault(i, []).append(t)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.target != "reference":
+            set_threads(self.threads)
         env = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
         for i, (out, ins, listed, fn, params, attrs) in enumerate(self.steps):
             args = [env[t] for t in ins]

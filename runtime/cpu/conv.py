@@ -338,29 +338,35 @@ def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act
             # ---- fill the padded, phase-split copy of this group's input planes
             for ci in range(CG):
                 xc = (n * C + g * CG + ci) * H * W
-                for ph in range(sw):
-                    # valid q: 0 <= q*sw + ph - pl < W
-                    qa = max(0, (pl - ph + sw - 1) // sw) if pl > ph else 0
-                    qb = min(Wq, (W + pl - ph + sw - 1) // sw)
-                    qb = max(qb, qa)
-                    for r in range(Hp):
-                        o = ci * plane + ph * phase + r * Wq
-                        ih = r - pt
-                        if ih < 0 or ih >= H:
-                            for q in range(Wq):
-                                loc[U(o + q)] = zero
-                            continue
-                        for q in range(qa):
-                            loc[U(o + q)] = zero
-                        i = xc + ih * W + ph - pl
-                        if sw == 1:
-                            for q in range(qa, qb):
-                                loc[U(o + q)] = xf[U(i + q)]
-                        else:
-                            for q in range(qa, qb):
-                                loc[U(o + q)] = xf[U(i + q * sw)]
-                        for q in range(qb, Wq):
-                            loc[U(o + q)] = zero
+                for r in range(Hp):
+                    o = ci * plane + r * Wq  # row r of phase 0; phase ph is ``ph * phase`` further
+                    for ph in range(sw):
+                        for q in range(Wq):
+                            loc[U(o + ph * phase + q)] = zero
+                    ih = r - pt
+                    if ih < 0 or ih >= H:
+                        continue
+                    i = xc + ih * W - pl  # + padded column = input index
+                    if sw == 1:
+                        for c in range(max(pl, 0), min(pl + W, Wp)):
+                            loc[U(o + c)] = xf[U(i + c)]
+                    elif sw == 2:
+                        c = max(pl, 0)
+                        ce = min(pl + W, Wp)
+                        if c < ce and c % 2 == 1:
+                            loc[U(o + phase + c // 2)] = xf[U(i + c)]
+                            c += 1
+                        q0 = c // 2
+                        npair = (ce - c) // 2
+                        for k in range(npair):  # even column -> phase 0, odd -> phase 1
+                            loc[U(o + q0 + k)] = xf[U(i + c + 2 * k)]
+                            loc[U(o + phase + q0 + k)] = xf[U(i + c + 2 * k + 1)]
+                        c += 2 * npair
+                        if c < ce:
+                            loc[U(o + c // 2)] = xf[U(i + c)]
+                    else:
+                        for c in range(max(pl, 0), min(pl + W, Wp)):
+                            loc[U(o + (c % sw) * phase + c // sw)] = xf[U(i + c)]
             for q in range(CG * plane, CG * plane + 2 * DW_LANES):
                 loc[q] = zero
             # ---- convolve

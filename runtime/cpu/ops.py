@@ -1,7 +1,8 @@
 """Allocating wrappers with the signatures of ``cnnc.runtime.reference``.
 
-Each wrapper normalises its arguments (float32 C-contiguous arrays, Python ints and floats, so
-that every kernel compiles exactly one signature), allocates the output and calls the kernel.
+Each wrapper normalises its arguments (writeable float32 C-contiguous arrays, Python ints and
+floats, so that every kernel compiles exactly one signature), allocates the output and calls the
+kernel.
 A runtime that places outputs in an arena calls the ``*_kernel`` functions directly instead,
 with weights packed once at load time (``pack_conv2d``).
 """
@@ -75,7 +76,9 @@ MIN_BLOCKED_COUT_PER_GROUP = 8
 
 
 def _f32(a) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32)
+    """float32, C-contiguous and writeable (Numba types read-only arrays separately)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return a if a.flags.writeable else a.copy()
 
 
 def _pair(v) -> tuple[int, int]:

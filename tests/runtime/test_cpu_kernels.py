@@ -317,13 +317,18 @@ def test_batchnorm(shape):
     assert_close(y, ref)
 
 
-@pytest.mark.parametrize("size", [5, 3, 1, 4])
+@pytest.mark.parametrize("size", [5, 3, 1, 9])
 def test_lrn(size):
     x = rand(2, 7, 3, 4, scale=3.0)
     y = cpu.lrn(x, size, alpha=1e-2, beta=0.75, k=2.0)
     ref = ort_run("LRN", {"x": x}, size=size, alpha=1e-2, beta=0.75, bias=2.0)
     assert_close(y, ref)
-    assert_close(y, reference.lrn(x, size, 1e-2, 0.75, 2.0))
+
+
+def test_lrn_even_size():
+    # ONNX Runtime rejects even sizes; the reference (ONNX window: the extra channel after c) decides.
+    x = rand(1, 6, 2, 3, scale=3.0)
+    assert_close(cpu.lrn(x, 4, 1e-2, 0.75, 2.0), reference.lrn(x, 4, 1e-2, 0.75, 2.0))
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""Memory planning: every intermediate tensor gets an offset in one arena.
+
+All activation tensors scale linearly with the batch size, so offsets are planned once per sample and
+multiplied by the batch at run time: one plan serves every batch. Tensors are placed greedily by size
+(largest first) at the best-fitting offset not used by any tensor whose lifetime overlaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Interval:
+    name: str
+    size: int  # elements per sample
+    first: int  # index of the step that produces it (-1: a network input)
+    last: int  # index of the step that reads it last
+
+
+def lifetimes(steps: list[dict], inputs: list[str], outputs: list[str], sizes: dict[str, int]) -> list[Interval]:
+    """Lifetime of every tensor: from its producing step to its last reader (outputs live to the end)."""
+    first = {name: -1 for name in inputs}
+    last = {name: -1 for name in inputs}
+    for i, step in enumerate(steps):
+        first[step["output"]] = i
+        last.setdefault(step["output"], i)
+        for t in step["inputs"]:
+            last[t] = max(last.get(t, i), i)
+    end = len(steps)
+    for t in outputs:
+        last[t] = end
+    return [Interval(t, sizes[t], first[t], last[t]) for t in first]
+
+
+def plan_arena(intervals: list[Interval], align: int = 16) -> tuple[dict[str, int], int]:
+    """Greedy-by-size best-fit offsets (in elements per sample, aligned). Returns (offsets, arena size)."""
+    placed: list[tuple[int, int, Interval]] = []  # (offset, size, interval)
+    offsets: dict[str, int] = {}
+    for iv in sorted(intervals, key=lambda iv: (-iv.size, iv.first, iv.name)):
+        size = -(-iv.size // align) * align
+        busy = sorted((off, off + sz) for off, sz, other in placed
+                      if not (other.last < iv.first or iv.last < other.first))
+        best, best_gap, cursor = None, None, 0
+        for start, stop in busy:
+            gap = start - cursor
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, stop)
+        if best is None:
+            best = cursor
+        offsets[iv.name] = best
+        placed.append((best, size, iv))
+    total = max((off + sz for off, sz, _ in placed), default=0)
+    return offsets, total
+
+
+def no_reuse_size(intervals: list[Interval]) -> int:
+    return sum(iv.size for iv in intervals)
