@@ -280,6 +280,34 @@ def conv_transpose2d_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, dh, dw, act, ac
     _conv_blocked_core(xp, wp, bias, KH, KW, 1, 1, dh, dw, act, act_a, act_b, out)
 
 
+@numba.njit(cache=True)
+def _pad_plane(xf, xoff, H, W, pt, pl, Hp, Wp, dst, doff):
+    """Write plane ``xf[xoff:xoff+H*W]`` (H, W) zero-padded into ``dst[doff:]`` as (Hp, Wp).
+
+    The plane lands at row ``pt``, column ``pl``; columns past ``pl + W`` and rows past
+    ``pt + H`` are zero (pads are non-negative, Hp >= pt + H, Wp >= pl + W).
+    """
+    zero = np.float32(0.0)
+    for r in range(pt):
+        o = doff + r * Wp
+        for q in range(Wp):
+            dst[U(o + q)] = zero
+    for ih in range(H):
+        o = doff + (pt + ih) * Wp
+        for q in range(pl):
+            dst[U(o + q)] = zero
+        o2 = o + pl
+        i = xoff + ih * W
+        for q in range(W):
+            dst[U(o2 + q)] = xf[U(i + q)]
+        for q in range(pl + W, Wp):
+            dst[U(o + q)] = zero
+    for r in range(pt + H, Hp):
+        o = doff + r * Wp
+        for q in range(Wp):
+            dst[U(o + q)] = zero
+
+
 DW_LANES = 16  # output columns per vector strip of the depthwise kernel
 DW_ROWS = 4  # output rows accumulated together (share tap offsets and weight broadcasts)
 DW_CHUNKS = 64  # parallel chunks of (batch, group) items, each with its own scratch buffer
@@ -330,43 +358,31 @@ def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act
     nitems = N * G
     nchunk = min(nitems, DW_CHUNKS)
     scratch = np.empty((nchunk, CG * plane + 2 * DW_LANES), np.float32)
+    scratch2 = np.empty((nchunk, plane if sw > 1 else 1), np.float32)
     for chunk in prange(nchunk):
         loc = scratch[chunk]
+        tmp = scratch2[chunk]
         for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
             n = item // G
             g = item - n * G
             # ---- fill the padded, phase-split copy of this group's input planes
             for ci in range(CG):
                 xc = (n * C + g * CG + ci) * H * W
-                for r in range(Hp):
-                    o = ci * plane + r * Wq  # row r of phase 0; phase ph is ``ph * phase`` further
-                    for ph in range(sw):
-                        for q in range(Wq):
-                            loc[U(o + ph * phase + q)] = zero
-                    ih = r - pt
-                    if ih < 0 or ih >= H:
-                        continue
-                    i = xc + ih * W - pl  # + padded column = input index
-                    if sw == 1:
-                        for c in range(max(pl, 0), min(pl + W, Wp)):
-                            loc[U(o + c)] = xf[U(i + c)]
-                    elif sw == 2:
-                        c = max(pl, 0)
-                        ce = min(pl + W, Wp)
-                        if c < ce and c % 2 == 1:
-                            loc[U(o + phase + c // 2)] = xf[U(i + c)]
-                            c += 1
-                        q0 = c // 2
-                        npair = (ce - c) // 2
-                        for k in range(npair):  # even column -> phase 0, odd -> phase 1
-                            loc[U(o + q0 + k)] = xf[U(i + c + 2 * k)]
-                            loc[U(o + phase + q0 + k)] = xf[U(i + c + 2 * k + 1)]
-                        c += 2 * npair
-                        if c < ce:
-                            loc[U(o + c // 2)] = xf[U(i + c)]
+                if sw == 1:
+                    _pad_plane(xf, xc, H, W, pt, pl, Hp, Wq, loc, ci * plane)
+                else:
+                    # pad into ``tmp`` with rows of sw*Wq columns, then split the columns into
+                    # phases in one long flat pass (row length is a multiple of sw)
+                    _pad_plane(xf, xc, H, W, pt, pl, Hp, sw * Wq, tmp, 0)
+                    o = ci * plane
+                    if sw == 2:
+                        for k in range(phase):
+                            loc[U(o + k)] = tmp[U(2 * k)]
+                            loc[U(o + phase + k)] = tmp[U(2 * k + 1)]
                     else:
-                        for c in range(max(pl, 0), min(pl + W, Wp)):
-                            loc[U(o + (c % sw) * phase + c // sw)] = xf[U(i + c)]
+                        for k in range(phase):
+                            for ph in range(sw):
+                                loc[U(o + ph * phase + k)] = tmp[U(sw * k + ph)]
             for q in range(CG * plane, CG * plane + 2 * DW_LANES):
                 loc[q] = zero
             # ---- convolve
