@@ -108,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=".npz or .safetensors file to write")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
+    p = sub.add_parser("export", help="export a network with its weights as an ONNX model",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Write an ONNX model (checked with onnx.checker, full check) holding the graph and "
+                       "its weights; node and initializer names are the spec's instance and weight names, and "
+                       "the batch dimension is symbolic unless --batch fixes it. Open it in Netron to look at it.",
+                       epilog="examples:\n  cnnc export specs/resnet50.cnn --weights r50.safetensors -o resnet50.onnx\n"
+                       "  cnnc export specs/mobilenet_v2.cnn -o mnv2.onnx --opset 18 --batch 1")
+    _common(p)
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--weights", "-w", metavar="W", help=".npz or .safetensors (default: cnnc init's seeded weights)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (13 or newer, default 17)")
+    p.add_argument("--batch", default="dynamic", help="a fixed batch size, or 'dynamic' (default)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialised weights when --weights is absent")
+
     p = sub.add_parser("ops", help="list the ops of the language with their arguments",
                        description="Print every op with its arguments and defaults.")
     p.add_argument("name", nargs="?", help="one op")
@@ -199,12 +213,42 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import plan as plan_mod
+    from .onnx_export import export, save
+    from .weights import initialise
+    from .weights import load as load_weights
+    if args.batch == "dynamic":
+        batch = None
+    else:
+        try:
+            batch = int(args.batch)
+        except ValueError:
+            batch = 0
+        if batch < 1:
+            raise CnncError(Diagnostic("E203", f"--batch must be a positive integer or 'dynamic', found {args.batch}",
+                                       None))
+    result = _compile(args)
+    _print_warnings(result.warnings, args.error_format)
+    constants = plan_mod.from_graph(result.graph)["constants"]
+    if args.weights:
+        weights, _ = load_weights(args.weights, constants)
+    else:
+        weights = initialise(constants, args.seed)
+        print(f"cnnc: no --weights: exporting seeded initialisation (cnnc init --seed {args.seed})", file=sys.stderr)
+    model = export(result.graph, weights, opset=args.opset, batch=batch)
+    save(model, args.output)
+    print(f"wrote {args.output}: {len(model.graph.node)} ONNX nodes, opset {args.opset}", file=sys.stderr)
+    return 0
+
+
 def cmd_run(args) -> int:
     from .run import run_command
     return run_command(args)
 
 
-COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "init": cmd_init, "ops": cmd_ops}
+COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "init": cmd_init, "export": cmd_export,
+            "ops": cmd_ops}
 
 
 def main(argv: list[str] | None = None) -> int:

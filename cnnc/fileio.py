@@ -26,6 +26,7 @@ def atomic_write(path: str, mode: str = "wb"):
     except OSError as err:
         raise CnncError(Diagnostic("E403", f"cannot write {path}: {err.strerror}", None)) from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -35,6 +36,12 @@ def atomic_write(path: str, mode: str = "wb"):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _bad(path: str, what: str, hint: str | None = None) -> CnncError:
