@@ -252,11 +252,29 @@ COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "ini
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug and --error-format are accepted anywhere on the line, before or after the command.
     debug = "--debug" in argv
-    fmt = "json" if any(a == "--error-format=json" for a in argv) or (
-        "--error-format" in argv and argv.index("--error-format") + 1 < len(argv)
-        and argv[argv.index("--error-format") + 1] == "json") else "text"
+    fmt = "text"
+    rest = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--debug":
+            pass
+        elif a == "--error-format" and i + 1 < len(argv):
+            fmt = argv[i + 1]
+            i += 1
+        elif a.startswith("--error-format="):
+            fmt = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    if fmt not in ("text", "json"):
+        print(render([Diagnostic("E100", f"--error-format must be text or json, found {fmt!r}")], "text"),
+              file=sys.stderr)
+        return 1
+    argv = (["--error-format", fmt] if fmt != "text" else []) + (["--debug"] if debug else []) + rest
     try:
         ap = build_parser()
         args = ap.parse_args(argv)

@@ -30,10 +30,10 @@ def parse_overrides(items: list[str]) -> dict:
         name = name.strip()
         span = Span("<--set>", 1, 1)
         try:
-            expr = parse_expression(text, span)
+            expr = parse_expression(text, span, "--set value")
             value = _E(Graph("_")).eval(expr, Env())
         except CnncError as err:
-            raise CnncError(Diagnostic("E100", f"--set {item}: {err.diagnostics[0].message}", None,
+            raise CnncError(Diagnostic(err.code, f"--set {item}: cannot read this value", None,
                                        "values are numbers, strings in double quotes, true/false or tuples"))
         out[name] = value
     return out

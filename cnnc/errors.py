@@ -115,7 +115,8 @@ class SourceCache:
 
     @classmethod
     def add(cls, path: str, text: str) -> None:
-        cls._texts[path] = text.splitlines()
+        # Lines are counted at "\n" only, as the parser does (not at form feeds or U+2028).
+        cls._texts[path] = [line.rstrip("\r") for line in text.split("\n")]
 
     @classmethod
     def line(cls, path: str, line: int) -> str | None:
@@ -123,7 +124,7 @@ class SourceCache:
         if lines is None:
             try:
                 with open(path, encoding="utf-8", errors="replace") as f:
-                    lines = f.read().splitlines()
+                    lines = [line.rstrip("\r") for line in f.read().split("\n")]
             except OSError:
                 return None
             cls._texts[path] = lines

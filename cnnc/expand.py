@@ -79,6 +79,13 @@ class Builtin:
     fn: object
 
 
+class LimitError(CnncError):
+    """An expansion limit: stops the whole expansion at once (never caught per statement)."""
+
+
+MAX_STEPS = 2_000_000  # statements executed in all (loops included): bounds any expansion's time
+
+
 class _Return(Exception):
     def __init__(self, value):
         self.value = value
@@ -127,8 +134,14 @@ def _make_divisible(v, divisor=8, min_value=None):
     return new_v
 
 
+MAX_SEQUENCE = 1_000_000  # longest list, tuple or string a spec may build
+
+
 def _range(*args):
-    return tuple(range(*args))
+    r = range(*args)
+    if len(r) > MAX_SEQUENCE:
+        raise ValueError(f"range of {len(r):,} values exceeds the limit of {MAX_SEQUENCE:,}")
+    return tuple(r)
 
 
 BUILTINS = {
@@ -345,6 +358,7 @@ class Expander:
         self.warnings: list[Diagnostic] = []
         self._seen: set = set()
         self.depth = 0
+        self.steps = 0
         self.network_params: set[str] = set()
 
     # -- diagnostics
@@ -355,7 +369,7 @@ class Expander:
                 self._seen.add(key)
                 self.errors.append(d)
         if len(self.errors) >= MAX_ERRORS:
-            raise CnncError(self.errors + [Diagnostic("E221", f"stopping after {MAX_ERRORS} errors")])
+            raise LimitError(self.errors + [Diagnostic("E221", f"stopping after {MAX_ERRORS} errors")])
 
     def warn(self, d: Diagnostic):
         key = (d.code, d.span, d.message.split(" input ")[-1].split(" of ")[0])  # once per place and axis
@@ -434,9 +448,14 @@ class Expander:
     # -- statements
     def exec_body(self, body: list[A.Stmt], env: Env, frame: Frame, root: bool = False):
         for stmt in body:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise LimitError(self.errors + [Diagnostic(
+                    "E221", f"expansion takes more than {MAX_STEPS:,} statements", stmt.span,
+                    "is a loop or a recursion unbounded?")])
             try:
                 self.exec_stmt(stmt, env, frame, root)
-            except _Return:
+            except (_Return, LimitError):
                 raise
             except CnncError as err:
                 self.error(err.diagnostics)
@@ -546,11 +565,12 @@ class Expander:
 
     def _check_loop_vars(self, names, env, span):
         for name in names:
+            if env.is_protected(name):
+                raise CnncError(Diagnostic("E212", f"loop variable '{name}' shadows a network parameter", span,
+                                           "use a fresh name for the loop variable"))
             if name in env.vars:
                 raise CnncError(Diagnostic("E212", f"loop variable '{name}' shadows an existing name", span,
                                            "use a fresh name for the loop variable"))
-            if env.is_protected(name):
-                raise CnncError(Diagnostic("E212", f"loop variable '{name}' shadows a network parameter", span))
 
     def eval_returnable(self, expr, env):
         return self.eval(expr, env)
@@ -703,8 +723,8 @@ class Expander:
 
     def _check_budget(self, span):
         if self.graph.g.number_of_nodes() >= MAX_NODES:
-            raise CnncError(Diagnostic("E221", f"the network expands to more than {MAX_NODES} layers", span,
-                                       "is a repeat count or recursion unbounded?"))
+            raise LimitError(self.errors + [Diagnostic("E221", f"the network expands to more than {MAX_NODES} layers", span,
+                                       "is a repeat count or recursion unbounded?")])
 
     def op_call(self, op: OpDef, call: A.Call, env: Env, frame: Frame, piped, explicit):
         self._check_budget(call.span)
@@ -802,8 +822,9 @@ class Expander:
         elif not has_tensor and frame.prev is not None and defn.params and defn.params[0].name not in kws:
             pos.insert(0, (frame.prev, call.span))
         if self.depth >= MAX_DEPTH:
-            raise CnncError(Diagnostic("E221", f"block '{defn.name}' nests deeper than {MAX_DEPTH} levels "
-                                       "(does it instantiate itself without a stopping condition?)", call.span))
+            raise LimitError(self.errors + [Diagnostic(
+                "E221", f"block '{defn.name}' nests deeper than {MAX_DEPTH} levels "
+                "(does it instantiate itself without a stopping condition?)", call.span)])
         name = frame.allocate(explicit, defn.name, call.span)
         new_env = Env(parent=self.module_env(ref.module))
         self._bind_params(defn, pos, kws, call.span, new_env)
@@ -1008,8 +1029,8 @@ class Expander:
                 return POISON
             try:
                 return callee.fn(*args, **kwargs)
-            except (TypeError, ValueError, ZeroDivisionError, OverflowError) as err:
-                raise CnncError(Diagnostic("E202", f"{callee.name}(): {err}", e.span)) from None
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError, MemoryError) as err:
+                raise CnncError(Diagnostic("E202", f"{callee.name}(): {err or type(err).__name__}", e.span)) from None
         if isinstance(e, A.Group):
             raise CnncError(Diagnostic("E213", "a group is a statement of its own", e.span))
         raise CnncError(Diagnostic("E900", f"cannot evaluate {type(e).__name__}", e.span))
@@ -1033,10 +1054,25 @@ def _tensor_attr(t: Tensor, e: A.GetAttr):
                                "tensor attributes: channels, height, width, shape, rank, features"))
 
 
+def _too_large(e: A.BinOp, what: str) -> CnncError:
+    return CnncError(Diagnostic("E203", f"{what} is too large", e.span, "spec arithmetic is for sizes and counts"))
+
+
 def _binop(e: A.BinOp, left, right):
     op = e.op
     if isinstance(left, _Batch) or isinstance(right, _Batch):
         raise CnncError(Diagnostic("E202", "the batch size N is symbolic: no arithmetic on it", e.span))
+    # Guard against results that would take unbounded time or memory (10 ** 10 ** 10, [0] * 10 ** 10).
+    if op == "**" and isinstance(left, (int, float)) and isinstance(right, (int, float)):
+        if abs(left) > 1 and right > 0 and right * math.log2(abs(left)) > 1024:
+            raise _too_large(e, "the power")
+    if op == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * max(n, 0) > MAX_SEQUENCE:
+                raise _too_large(e, "the repeated sequence")
+    if op == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+        if len(left) + len(right) > MAX_SEQUENCE:
+            raise _too_large(e, "the sequence")
     try:
         if op == "+":
             if isinstance(left, tuple) and isinstance(right, list):
@@ -1056,7 +1092,9 @@ def _binop(e: A.BinOp, left, right):
             return left ** right
     except ZeroDivisionError:
         raise CnncError(Diagnostic("E203", "division by zero", e.span)) from None
-    except (TypeError, OverflowError):
+    except OverflowError:
+        raise _too_large(e, "the result") from None
+    except TypeError:
         raise CnncError(Diagnostic("E202", f"cannot apply '{op}' to a {_type_name(left)} and a "
                                    f"{_type_name(right)}", e.span)) from None
     raise CnncError(Diagnostic("E900", f"unknown operator {op}", e.span))

@@ -145,6 +145,17 @@ def _emit(b: _Builder, name: str, d: dict, xs: list[str], graph, output: str | N
         shift = p.get("bias") or b.const(name + ".bias", np.zeros(c, np.float32))
         return b.node("BatchNormalization", [xs[0], scale, shift, p["running_mean"], p["running_var"]], name, output,
                       epsilon=float(a["eps"]))
+    if op == "affine":
+        c = in_shape[0]
+        bshape = (c,) + (1,) * (len(in_shape) - 1)
+        y = xs[0]
+        if "weight" in p:
+            w = b.node("Reshape", [p["weight"], b.const(name + ".wshape", np.array(bshape, np.int64))], name + ".w")
+            y = b.node("Mul", [y, w], name if "bias" not in p else name + ".mul", output if "bias" not in p else None)
+        if "bias" in p:
+            s = b.node("Reshape", [p["bias"], b.const(name + ".bshape", np.array(bshape, np.int64))], name + ".b")
+            y = b.node("Add", [y, s], name, output)
+        return y
     simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "hardswish": "HardSwish",
               "identity": "Identity", "dropout": "Identity"}
     if op in simple:

@@ -70,7 +70,7 @@ def _parser(path_key: str) -> Lark:
 _TOKEN_NAMES = {
     "_NL": "end of line", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'", "NAME": "a name",
-    "NUMBER": "a number", "STRING": "a string", "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'",
+    "NUMBER": "a number", "STRING": "a string", "$END": "end of file", "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'",
     "MUL_OP": "'*', '/', '//' or '%'", "__ANON_0": "'->'", "MORETHAN": "'>'", "LESSTHAN": "'<'",
 }
 
@@ -134,6 +134,8 @@ def _syntax_error(path: str, err: UnexpectedInput) -> CnncError:
 
 def parse(text: str, path: str = "<string>") -> A.Module:
     """Parse .cnn source text into a Module. Raises CnncError with located diagnostics."""
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark is not part of the program
+        text = text[1:]
     SourceCache.add(path, text)
     if "\x00" in text:
         pos = text.index("\x00")
@@ -168,18 +170,23 @@ def parse_file(path: str) -> A.Module:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        col = len(data[line_start:err.start].decode("utf-8", errors="replace")) + 1
         raise CnncError(Diagnostic("E101", f"invalid UTF-8 byte 0x{data[err.start]:02x}",
                                    Span(path, line, col), "spec files must be UTF-8 text")) from None
     return parse(text, path)
 
 
-def parse_expression(text: str, span: Span) -> A.Expr:
-    """Parse the `{...}` part of an instance-name template, located at `span`."""
+def parse_expression(text: str, span: Span, what: str = "name template") -> A.Expr:
+    """Parse one expression (the `{...}` part of an instance-name template, or a --set value) and
+    locate everything in it at `span`."""
+    if "\n" in text or "}" in text:
+        raise CnncError(Diagnostic("E100", f"bad expression in {what}: {text!r}", span))
     try:
-        module = parse(f"network _t() {{\n_ = {text}\n}}\n", "<template>")
+        module = parse(f"network _t() {{\n_ = {text}\n}}\n", "<expression>")
     except CnncError as err:
-        raise CnncError(Diagnostic("E100", f"bad expression in name template: {{{text}}}", span,
+        raise CnncError(Diagnostic(err.code if err.code != "E100" else "E100",
+                                   f"bad expression in {what}: {text!r}", span,
                                    err.diagnostics[0].message)) from None
     stmt = module.networks[0].body[0]
     expr = stmt.value.stages[0].expr
@@ -326,6 +333,8 @@ class _ToAst(Transformer):
     # ---- expressions
     def number(self, meta, items):
         text = str(items[0])
+        if len(text) > 40:  # no size or count needs more digits; int() of thousands of digits is refused
+            raise CnncError(Diagnostic("E203", f"number with {len(text)} digits is too large", self._span(meta)))
         value = float(text) if any(c in text for c in ".eE") else int(text)
         return A.Num(self._span(meta), value)
 

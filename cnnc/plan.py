@@ -77,6 +77,23 @@ def _digest(plan_wo_checksum: dict, weights: dict[str, np.ndarray] | None) -> st
     return h.hexdigest()
 
 
+def _check_structure(plan: dict) -> str | None:
+    """What is wrong with the plan's layout, if anything (so a damaged plan fails here, not in the runtime)."""
+    fields = {"version": int, "network": str, "inputs": list, "outputs": list, "tensors": dict, "steps": list,
+              "constants": list}
+    for key, kind in fields.items():
+        if not isinstance(plan.get(key), kind):
+            return f"'{key}' is missing or not a {kind.__name__}"
+    for step in plan["steps"]:
+        if not isinstance(step, dict) or not all(isinstance(step.get(k), t) for k, t in (
+                ("name", str), ("op", str), ("inputs", list), ("output", str), ("attrs", dict), ("params", dict))):
+            return "a step lacks name, op, inputs, output, attrs or params"
+    for item in plan["inputs"] + plan["outputs"] + plan["constants"]:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            return "an input, output or constant has no name"
+    return None
+
+
 def save(path: str, plan: dict, weights: dict[str, np.ndarray] | None = None) -> None:
     plan = dict(plan)
     plan.pop("checksum", None)
@@ -103,7 +120,7 @@ def load(path: str) -> tuple[dict, dict[str, np.ndarray] | None]:
             except KeyError:
                 raise bad("not a cnnc plan (no plan.json)") from None
             weights = None
-            if plan.get("weights_included"):
+            if isinstance(plan, dict) and plan.get("weights_included"):
                 weights = {}
                 for entry in z.namelist():
                     if entry.startswith("weights/") and entry.endswith(".npy"):
@@ -114,6 +131,9 @@ def load(path: str) -> tuple[dict, dict[str, np.ndarray] | None]:
         raise bad(f"not a readable plan file ({err})") from None
     if not isinstance(plan, dict) or plan.get("format") != FORMAT:
         raise bad("not a cnnc plan")
+    problem = _check_structure(plan)
+    if problem:
+        raise bad(f"malformed plan: {problem}")
     if plan.get("version") != VERSION:
         raise bad(f"plan format version {plan.get('version')} is not supported by this cnnc (reads version {VERSION})")
     checksum = plan.pop("checksum", None)

@@ -29,6 +29,12 @@ def step_table(K) -> dict:
         bias = p.get("bias", np.zeros(c, np.float32))
         return K.batchnorm(x, weight, bias, p["running_mean"], p["running_var"], a["eps"])
 
+    def affine(x, p, a):  # batchnorm with identity statistics: x * w + b exactly
+        c = x.shape[1]
+        weight = p.get("weight", np.ones(c, np.float32))
+        bias = p.get("bias", np.zeros(c, np.float32))
+        return K.batchnorm(x, weight, bias, np.zeros(c, np.float32), np.ones(c, np.float32), 0.0)
+
     def fold(fn):
         def run(xs, p, a):
             out = xs[0]
@@ -50,6 +56,7 @@ def step_table(K) -> dict:
         "adaptive_maxpool": (False, lambda x, p, a: K.adaptive_max_pool2d(x, a["size"])),
         "dense": (False, lambda x, p, a: K.dense(x, p["weight"], p.get("bias"))),
         "batchnorm": (False, batchnorm),
+        "affine": (False, affine),
         "lrn": (False, lambda x, p, a: K.lrn(x, a["size"], a["alpha"], a["beta"], a["k"])),
         "relu": (False, lambda x, p, a: K.relu(x)),
         "relu6": (False, lambda x, p, a: K.relu6(x)),

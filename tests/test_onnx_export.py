@@ -81,7 +81,7 @@ network ops() {
     h = upsample(f, (2, 3)) -> lrn(3) -> hardsigmoid() -> hardswish()
     k = clip(d, min=-0.5) -> leaky_relu(0.2) -> silu() -> relu6() -> tanh()
     m = mul(k, global_maxpool(k) -> sigmoid())
-    n = add(x, x, x) -> batchnorm(affine=false)
+    n = add(x, x, x) -> batchnorm(affine=false) -> affine() -> affine(shift=false)
     s = flatten(n) -> dense(7, bias=false) -> softmax()
     r = reshape(e, (2, 2, -1))
     output m, h, s, r

@@ -46,3 +46,31 @@ register(OpDef(
            Attr("k", k_float, 1.0)],
     shape=_lrn_shape, reference="lrn", category="norm",
 ), aliases=("local_response_norm",))
+
+
+def _affine_params(shapes, attrs):
+    c = shapes[0][0]
+    ps = []
+    if attrs["scale"]:
+        ps.append(ParamSpec("weight", (c,), init="ones"))
+    if attrs["shift"]:
+        ps.append(ParamSpec("bias", (c,), init="zeros"))
+    return ps
+
+
+def _affine_shape(shapes, attrs, ctx):
+    (x,) = shapes
+    if len(x) not in (1, 3):
+        raise ShapeError(f"affine needs (N, C) or (N, C, H, W), found rank {len(x) + 1}", code="E302")
+    if not attrs["scale"] and not attrs["shift"]:
+        raise ShapeError("affine with neither scale nor shift does nothing", code="E203")
+    return x
+
+
+register(OpDef(
+    name="affine",
+    doc="Per-channel scale and shift: x * weight[c] + bias[c]. affine(scale=true, shift=true). "
+        "(What a batchnorm becomes once its statistics are folded; ONNX import maps constant Mul/Add to it.)",
+    attrs=[Attr("scale", k_bool, True), Attr("shift", k_bool, True)],
+    shape=_affine_shape, params=_affine_params, reference="batchnorm", category="norm",
+), aliases=("scale_shift",))

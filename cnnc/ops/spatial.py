@@ -49,7 +49,8 @@ def window_out(size: int, pad_begin: int, pad_end: int, kernel: int, stride: int
     dropped = max(0, padded - covered - pad_end)
     # With stride > window, rows between windows are skipped by design; only warn for contiguous windows.
     if dropped and ctx is not None and stride <= eff:
-        ctx.warn(f"the last {dropped} input {axis.split()[-1]}{'s' if dropped > 1 else ''} of {size} "
+        noun = "row" if axis.startswith("height") else "column"
+        ctx.warn(f"the last {dropped} input {noun}{'s' if dropped > 1 else ''} of {size} "
                  f"are never read (window {eff}, stride {stride}, floor rounding)",
                  "use ceil_mode=true, adjust padding, or change the input size if this is not intended")
     return out
