@@ -12,8 +12,8 @@ Two layers:
 Kernels compile lazily on first call and are cached on disk (``cache=True``).
 """
 
+from . import ops
 from ._act import ACTIVATIONS
-from .ops import *  # noqa: F401,F403
-from .ops import __all__ as _ops_all
+from .ops import *
 
-__all__ = ["ACTIVATIONS", *_ops_all]
+__all__ = ["ACTIVATIONS", *ops.__all__]  # noqa: PLE0604

@@ -1,6 +1,6 @@
 """Convolution kernels (float32, NCHW).
 
-Three strategies, chosen by the wrappers in ``ops.py`` (and by a runtime at plan time):
+Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan time):
 
 * ``conv2d_blocked_kernel`` -- every dense or grouped convolution with at least a few output
   channels per group.  The weight is repacked once (``conv_pack_weight_kernel``) into blocks of
@@ -13,14 +13,21 @@ Three strategies, chosen by the wrappers in ``ops.py`` (and by a runtime at plan
   the tile never has to divide the output width; the last tile of a work item overlaps the one
   before it instead of falling back to a slower remainder path.  Work items are (batch, group,
   channel block, chunk of ``CHUNK`` pixels) and run in parallel.
-* ``conv2d_depthwise_kernel`` -- groups == cin (any channel multiplier) and other convolutions
-  with very few channels per group.  Parallel over (batch, output channel); each output row is
-  accumulated tap by tap in a stack buffer with the innermost loop contiguous along the row.
-* ``conv_transpose2d_kernel`` -- zero-inserts and pads the input into scratch and runs the blocked
-  convolution with the flipped, transposed weight (``conv_transpose_pack_weight_kernel``).
+* ``conv2d_depthwise_kernel`` -- groups == cin (any channel multiplier) and grouped convolutions
+  with very few output channels per group.  Parallel over (batch, group): the group's input
+  planes are copied zero-padded (and, for stride 2, split into even/odd column phases) into a
+  private buffer, then tiles of 8 output rows x 16 columns accumulate tap by tap with the
+  innermost loop contiguous along the row.
+* ``conv2d_pointwise_kernel`` -- 1x1 stride-1 convolutions over planes of a few hundred pixels or
+  more: a GEMM per group with a register tile of 8 output channels x 32 pixels, vectorised along
+  the pixels so that results are stored as whole vectors.
+* transposed convolutions are a 1x1 convolution (``transpose_as_pointwise_weight``; any of the
+  kernels above) producing every (output channel, tap) product, then ``col2im_kernel`` adds the
+  taps into place: no multiplications by inserted zeros.
 
-Padding is materialised: a zero-bordered copy of the input is made in scratch (a few percent of
-a 3x3 convolution's time) so that the inner loops never test bounds.
+Padding is materialised so that inner loops never test bounds: the blocked kernel makes a
+zero-bordered copy of the input (a few percent of a 3x3 convolution's time), the depthwise kernel
+pads each plane into its buffer.
 
 All array indices in inner loops are cast to unsigned: Numba emits negative-index wraparound
 code for signed indices, which turns vector loads into gathers.
@@ -50,17 +57,12 @@ def blocked_weight_shape(weight_shape, groups):
     return (groups, -(-cog // OCB), cg * kh * kw, OCB)
 
 
-def transpose_blocked_weight_shape(weight_shape, groups):
-    """Packed weight shape for a ConvTranspose weight (CIN, COUT/G, KH, KW)."""
-    cin, cog, kh, kw = weight_shape
-    return (groups, -(-cog // OCB), (cin // groups) * kh * kw, OCB)
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def conv_pack_weight_kernel(w, out):
     """Pack a Conv weight (COUT, CG, KH, KW) into ``out`` (G, NB, CG*KH*KW, OCB), zero padded."""
     COUT, CG, KH, KW = w.shape
-    G, NB, R, B = out.shape
+    G = out.shape[0]
+    B = out.shape[3]
     COG = COUT // G
     out[...] = 0.0
     for g in range(G):
@@ -73,28 +75,7 @@ def conv_pack_weight_kernel(w, out):
                         out[g, b, (ci * KH + kh) * KW + kw, j] = w[g * COG + oc, ci, kh, kw]
 
 
-@numba.njit(cache=True)
-def conv_transpose_pack_weight_kernel(w, out):
-    """Pack a ConvTranspose weight (CIN, COG, KH, KW) as the equivalent Conv weight.
-
-    The equivalent convolution (over the zero-inserted input) uses the spatially flipped kernel
-    with input and output channels swapped within each group.
-    """
-    CIN, COG, KH, KW = w.shape
-    G, NB, R, B = out.shape
-    CG = CIN // G
-    out[...] = 0.0
-    for g in range(G):
-        for oc in range(COG):
-            b = oc // B
-            j = oc - b * B
-            for ci in range(CG):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        out[g, b, (ci * KH + kh) * KW + kw, j] = w[g * CG + ci, oc, KH - 1 - kh, KW - 1 - kw]
-
-
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def pad_zero_kernel(x, pt, pl, out):
     """Copy ``x`` (N, C, H, W) into ``out`` (N, C, Hp, Wp) at offset (pt, pl); zero the border.
 
@@ -124,32 +105,7 @@ def pad_zero_kernel(x, pt, pl, out):
                 of[U(o + q)] = zero
 
 
-@numba.njit(cache=True, parallel=True)
-def dilate_pad_kernel(x, sh, sw, pt, pl, out):
-    """Zero-insert ``x`` with strides (sh, sw) and place it at offset (pt, pl) in ``out``.
-
-    out[n, c, pt + ih*sh, pl + iw*sw] = x[n, c, ih, iw]; everything else is zero.  Negative
-    offsets crop.  Used to lower a transposed convolution to a direct one.
-    """
-    N, C, H, W = x.shape
-    _, _, Hp, Wp = out.shape
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
-        for r in range(Hp):
-            for q in range(Wp):
-                out[n, c, r, q] = 0.0
-        for ih in range(H):
-            r = pt + ih * sh
-            if r < 0 or r >= Hp:
-                continue
-            for iw in range(W):
-                q = pl + iw * sw
-                if q >= 0 and q < Wp:
-                    out[n, c, r, q] = x[n, c, ih, iw]
-
-
-@numba.njit(cache=True, parallel=True, fastmath=_FM)
+@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
 def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, out):
     """Blocked direct convolution of an already padded input ``xp`` (see the module docstring)."""
     N, C, Hp, Wp = xp.shape
@@ -233,18 +189,178 @@ def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, 
                     acc[128 + j] += x4 * wj
                     acc[160 + j] += x5 * wj
                     acc[192 + j] += x6 * wj
-            for j in range(nvalid):
-                bv = bias[bbase + j]
-                oj = obase + j * P
-                for t in range(TP):
-                    of[U(oj + pq[t])] = acc[t * 32 + j] + bv
+            if pq[6] == ps + 6:  # the usual case: 7 consecutive pixels
+                for j in range(nvalid):
+                    bv = bias[bbase + j]
+                    oj = obase + j * P + ps
+                    for t in range(TP):
+                        of[U(oj + t)] = acc[t * 32 + j] + bv
+            else:
+                for j in range(nvalid):
+                    bv = bias[bbase + j]
+                    oj = obase + j * P
+                    for t in range(TP):
+                        of[U(oj + pq[t])] = acc[t * 32 + j] + bv
             p0 = ps + TP
         if act != 0:
             for j in range(nvalid):
                 act_range(of, obase + j * P + p_begin, p_end - p_begin, act, act_a, act_b)
 
 
-@numba.njit(cache=True)
+PW_MR = 8  # output channels per register tile of the pointwise kernel
+PW_PV = 32  # pixels per register tile of the pointwise kernel (two AVX-512 vectors)
+PW_TILES = 2  # pixel tiles per parallel work item
+PW_MIN_ITEMS = 16  # split the channel blocks of a pixel chunk until there are this many items
+
+
+def pointwise_weight_shape(weight_shape, groups):
+    """Packed weight shape for ``conv2d_pointwise_kernel``: (G, NB, CG, PW_MR)."""
+    cout, cg = weight_shape[:2]
+    return (groups, -(-(cout // groups) // PW_MR), cg, PW_MR)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def conv_pack_pointwise_kernel(w, out):
+    """Pack a 1x1 Conv weight (COUT, CG, 1, 1) into out (G, NB, CG, PW_MR): block b holds output
+    channels b*PW_MR.. of each group, transposed so one input channel's PW_MR weights are
+    adjacent; channels past COG are zero."""
+    COUT = w.shape[0]
+    G, _, CG, MR = out.shape
+    COG = COUT // G
+    out[...] = 0.0
+    for g in range(G):
+        for oc in range(COG):
+            b = oc // MR
+            for ci in range(CG):
+                out[g, b, ci, oc - b * MR] = w[g * COG + oc, ci, 0, 0]
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
+def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, out):
+    """1x1, stride-1, unpadded convolution as a GEMM per group: out[oc, p] = sum_ci w[oc, ci] x[ci, p].
+
+    x (N, C, H, W) with H*W >= PW_PV; wq from ``conv_pack_pointwise_kernel``; out (N, COUT, H, W).
+    The register tile is PW_MR output channels x PW_PV pixels (16 accumulators): per input
+    channel, two vector loads of the input row, PW_MR weight broadcasts, 16 FMAs; results are
+    stored as whole vectors along the output rows, so no transposition is needed.  The last
+    pixel tile overlaps its predecessor instead of running short; the last channel block is
+    zero-padded and stores only its valid rows.
+    """
+    N, C, H, W = x.shape
+    G, nob, CG, _ = wq.shape
+    COUT = out.shape[1]
+    COG = COUT // G
+    P = H * W
+    ntile = (P + PW_PV - 1) // PW_PV
+    npch = (ntile + PW_TILES - 1) // PW_TILES
+    # Each item runs all channel blocks over its pixel tiles, so the input tile is fetched once
+    # and reused from L1; only when there are few pixel chunks are the blocks split over items.
+    nocc = min(nob, max(1, PW_MIN_ITEMS // (N * G * npch)))
+    bpi = (nob + nocc - 1) // nocc  # blocks per item
+    xf = x.reshape(-1)
+    wf = wq.reshape(-1)
+    of = out.reshape(-1)
+    for item in prange(N * G * npch * nocc):
+        occ = item % nocc
+        rest = item // nocc
+        pch = rest % npch
+        rest = rest // npch
+        g = rest % G
+        n = rest // G
+        acc = stack_f32(256)  # PW_MR x PW_PV
+        stg = stack_f32(256)
+        xg = (n * C + g * CG) * P
+        t_end = min(pch * PW_TILES + PW_TILES, ntile)
+        b_end = min(occ * bpi + bpi, nob)
+        for t in range(pch * PW_TILES, t_end):
+            p0 = min(t * PW_PV, P - PW_PV)
+            for b in range(occ * bpi, b_end):
+                oc0 = b * PW_MR
+                wb = (g * nob + b) * CG * PW_MR
+                for i in range(PW_MR * PW_PV):
+                    acc[i] = 0.0
+                for ci in range(CG):
+                    xo = xg + ci * P + p0
+                    wo = wb + ci * PW_MR
+                    w0 = wf[U(wo)]
+                    w1 = wf[U(wo + 1)]
+                    w2 = wf[U(wo + 2)]
+                    w3 = wf[U(wo + 3)]
+                    w4 = wf[U(wo + 4)]
+                    w5 = wf[U(wo + 5)]
+                    w6 = wf[U(wo + 6)]
+                    w7 = wf[U(wo + 7)]
+                    for v in range(PW_PV):
+                        xv = xf[U(xo + v)]
+                        acc[v] += w0 * xv
+                        acc[32 + v] += w1 * xv
+                        acc[64 + v] += w2 * xv
+                        acc[96 + v] += w3 * xv
+                        acc[128 + v] += w4 * xv
+                        acc[160 + v] += w5 * xv
+                        acc[192 + v] += w6 * xv
+                        acc[224 + v] += w7 * xv
+                # Epilogue.  Every loop below indexes ``acc`` with constants only (a loop over a
+                # variable row index would keep ``acc`` out of registers for the whole kernel).
+                bb = g * COG + oc0
+                nv = min(PW_MR, COG - oc0)
+                if act == 0 and nv == PW_MR:  # common case: bias, then straight to the output
+                    b0 = bias[bb]
+                    b1 = bias[bb + 1]
+                    b2 = bias[bb + 2]
+                    b3 = bias[bb + 3]
+                    b4 = bias[bb + 4]
+                    b5 = bias[bb + 5]
+                    b6 = bias[bb + 6]
+                    b7 = bias[bb + 7]
+                    o = (n * COUT + bb) * P + p0
+                    for v in range(PW_PV):
+                        of[U(o + v)] = acc[v] + b0
+                    for v in range(PW_PV):
+                        of[U(o + P + v)] = acc[32 + v] + b1
+                    for v in range(PW_PV):
+                        of[U(o + 2 * P + v)] = acc[64 + v] + b2
+                    for v in range(PW_PV):
+                        of[U(o + 3 * P + v)] = acc[96 + v] + b3
+                    for v in range(PW_PV):
+                        of[U(o + 4 * P + v)] = acc[128 + v] + b4
+                    for v in range(PW_PV):
+                        of[U(o + 5 * P + v)] = acc[160 + v] + b5
+                    for v in range(PW_PV):
+                        of[U(o + 6 * P + v)] = acc[192 + v] + b6
+                    for v in range(PW_PV):
+                        of[U(o + 7 * P + v)] = acc[224 + v] + b7
+                    continue
+                # Otherwise stage with bias and activation applied, then store the valid rows.
+                # The activation must be applied before storing: overlapping tiles of other work
+                # items then store identical final values, so the overlap is race-free.
+                last = g * COG + COG - 1  # padded rows of the last block reuse a valid bias
+                b0 = bias[min(bb, last)]
+                b1 = bias[min(bb + 1, last)]
+                b2 = bias[min(bb + 2, last)]
+                b3 = bias[min(bb + 3, last)]
+                b4 = bias[min(bb + 4, last)]
+                b5 = bias[min(bb + 5, last)]
+                b6 = bias[min(bb + 6, last)]
+                b7 = bias[min(bb + 7, last)]
+                for v in range(PW_PV):
+                    stg[v] = acc[v] + b0
+                    stg[32 + v] = acc[32 + v] + b1
+                    stg[64 + v] = acc[64 + v] + b2
+                    stg[96 + v] = acc[96 + v] + b3
+                    stg[128 + v] = acc[128 + v] + b4
+                    stg[160 + v] = acc[160 + v] + b5
+                    stg[192 + v] = acc[192 + v] + b6
+                    stg[224 + v] = acc[224 + v] + b7
+                if act != 0:
+                    act_range(stg, 0, PW_MR * PW_PV, act, act_a, act_b)
+                for k in range(nv):
+                    o = (n * COUT + bb + k) * P + p0
+                    for v in range(PW_PV):
+                        of[U(o + v)] = stg[k * PW_PV + v]
+
+
+@numba.njit(cache=True, error_model="numpy")
 def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b, out):
     """Dense/grouped convolution with a packed weight (``conv_pack_weight_kernel``).
 
@@ -260,27 +376,64 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
         _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, out)
 
 
-@numba.njit(cache=True)
-def conv_transpose2d_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out):
-    """Transposed convolution with a weight packed by ``conv_transpose_pack_weight_kernel``.
+def transpose_as_pointwise_weight(weight, groups):
+    """ConvTranspose weight (CIN, COG, KH, KW) -> equivalent 1x1 Conv weight (COUT*KH*KW, CG, 1, 1).
 
-    x (N, CIN, H, W); out (N, COUT, OH, OW) whose size already includes ``output_padding``.
-    Lowered to a stride-1 convolution over the zero-inserted input padded by
-    ``dh*(KH-1) - pt`` on top (and whatever makes the output size come out right at the bottom).
+    Output channel ``(g*COG + oc)*KH*KW + kh*KW + kw`` of the 1x1 convolution (with ``groups``)
+    is the contribution of every input pixel to tap (kh, kw) of output channel g*COG + oc;
+    ``col2im_kernel`` then adds the taps into place.
     """
-    N, C, H, W = x.shape
-    OH = out.shape[2]
-    OW = out.shape[3]
-    qt = dh * (KH - 1) - pt
-    ql = dw * (KW - 1) - pl
-    Hp = OH + dh * (KH - 1)
-    Wp = OW + dw * (KW - 1)
-    xp = np.empty((N, C, Hp, Wp), np.float32)
-    dilate_pad_kernel(x, sh, sw, qt, ql, xp)
-    _conv_blocked_core(xp, wp, bias, KH, KW, 1, 1, dh, dw, act, act_a, act_b, out)
+    cin, cog, kh, kw = weight.shape
+    cg = cin // groups
+    w = weight.reshape(groups, cg, cog, kh, kw).transpose(0, 2, 3, 4, 1)  # (G, COG, KH, KW, CG)
+    return np.ascontiguousarray(w.reshape(groups * cog * kh * kw, cg, 1, 1), dtype=np.float32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def col2im_kernel(cols, bias, KH, KW, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out):
+    """Second half of a transposed convolution: scatter-add per-tap products into the output.
+
+    cols (N, COUT*KH*KW, H, W) from the 1x1 convolution of ``transpose_as_pointwise_weight``;
+    out (N, COUT, OH, OW) with OH, OW including any output_padding.  Input pixel (ih, iw) and
+    tap (kh, kw) land on output (ih*sh + kh*dh - pt, iw*sw + kw*dw - pl); positions that
+    receive nothing hold the bias.  Parallel over output planes, so no two threads add to the
+    same element.
+    """
+    N, _, H, W = cols.shape
+    _, COUT, OH, OW = out.shape
+    KK = KH * KW
+    cf = cols.reshape(-1)
+    of = out.reshape(-1)
+    for item in prange(N * COUT):
+        n = item // COUT
+        oc = item - n * COUT
+        ob = item * OH * OW
+        bv = bias[oc]
+        for i in range(OH * OW):
+            of[U(ob + i)] = bv
+        for kh in range(KH):
+            for kw in range(KW):
+                src = ((n * COUT + oc) * KK + kh * KW + kw) * H * W
+                c = kw * dw - pl  # ow = iw*sw + c
+                lo = 0 if c >= 0 else (-c + sw - 1) // sw
+                hi = min(W, (OW - c + sw - 1) // sw) if OW > c else 0
+                for ih in range(H):
+                    oh = ih * sh + kh * dh - pt
+                    if oh < 0 or oh >= OH:
+                        continue
+                    o = ob + oh * OW + c
+                    s = src + ih * W
+                    if sw == 1:
+                        for iw in range(lo, hi):
+                            of[U(o + iw)] += cf[U(s + iw)]
+                    else:
+                        for iw in range(lo, hi):
+                            of[U(o + iw * sw)] += cf[U(s + iw)]
+        if act != 0:
+            act_range(of, ob, OH * OW, act, act_a, act_b)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _pad_plane(xf, xoff, H, W, pt, pl, Hp, Wp, dst, doff):
     """Write plane ``xf[xoff:xoff+H*W]`` (H, W) zero-padded into ``dst[doff:]`` as (Hp, Wp).
 
@@ -309,11 +462,11 @@ def _pad_plane(xf, xoff, H, W, pt, pl, Hp, Wp, dst, doff):
 
 
 DW_LANES = 16  # output columns per vector strip of the depthwise kernel
-DW_ROWS = 4  # output rows accumulated together (share tap offsets and weight broadcasts)
-DW_CHUNKS = 64  # parallel chunks of (batch, group) items, each with its own scratch buffer
+DW_ROWS = 8  # output rows accumulated together (share tap offsets and weight broadcasts)
+DW_CHUNKS = 16  # parallel chunks of (batch, group) items, each with its own scratch buffer
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_FM)
+@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
 def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b, out):
     """Depthwise-style grouped convolution, parallel over (batch, group).
 
@@ -351,17 +504,32 @@ def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act
     zero = np.float32(0.0)
     nstrip = (OW + DW_LANES - 1) // DW_LANES
     nrblk = (OH + DW_ROWS - 1) // DW_ROWS
+    rs = sh * Wq  # buffer distance between the inputs of two adjacent output rows
     # Scratch: one buffer per chunk of work items.  Allocated here, outside the parallel loop, it
     # reaches the loop body as an argument, which LLVM knows cannot alias the stack tile (a buffer
     # allocated inside would keep the tile in memory).  Chunks rather than threads because
     # ``numba.get_num_threads()`` cannot be cached.
     nitems = N * G
     nchunk = min(nitems, DW_CHUNKS)
-    scratch = np.empty((nchunk, CG * plane + 2 * DW_LANES), np.float32)
-    scratch2 = np.empty((nchunk, plane if sw > 1 else 1), np.float32)
+    # per column phase, the range [qa, qb) of positions holding input columns (outside: padding);
+    # computed once here -- integer divisions inside the row loop would dominate the copy
+    qa_ph = np.empty(sw, np.int64)
+    qb_ph = np.empty(sw, np.int64)
+    for ph in range(sw):
+        qa_ph[ph] = (pl - ph + sw - 1) // sw if pl > ph else 0
+        qb_ph[ph] = max(qa_ph[ph], min(Wq, (pl + W - ph + sw - 1) // sw))
+    pe = pl % 2
+    pl2 = pl // 2
+    pl2b = (pl + 1) // 2
+    # Tiles of a plane smaller than the tile read past the plane: slack, zeroed once.
+    slack = (DW_ROWS * sh + 1) * Wq + 2 * DW_LANES
+    scratch = np.empty((nchunk, CG * plane + slack), np.float32)
     for chunk in prange(nchunk):
         loc = scratch[chunk]
-        tmp = scratch2[chunk]
+        for q in range(CG * plane, CG * plane + slack):
+            loc[q] = zero
+        acc = stack_f32(128)  # DW_ROWS x DW_LANES
+        stg = stack_f32(128)
         for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
             n = item // G
             g = item - n * G
@@ -370,24 +538,37 @@ def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act
                 xc = (n * C + g * CG + ci) * H * W
                 if sw == 1:
                     _pad_plane(xf, xc, H, W, pt, pl, Hp, Wq, loc, ci * plane)
-                else:
-                    # pad into ``tmp`` with rows of sw*Wq columns, then split the columns into
-                    # phases in one long flat pass (row length is a multiple of sw)
-                    _pad_plane(xf, xc, H, W, pt, pl, Hp, sw * Wq, tmp, 0)
-                    o = ci * plane
+                    continue
+                for r in range(Hp):
+                    o = ci * plane + r * Wq  # row r of phase 0; phase ph is ``ph * phase`` further
+                    ih = r - pt
+                    if ih < 0 or ih >= H:
+                        for ph in range(sw):
+                            for q in range(Wq):
+                                loc[U(o + ph * phase + q)] = zero
+                        continue
+                    i = xc + ih * W
+                    for ph in range(sw):  # zero the padding columns: q outside [qa, qb)
+                        op = o + ph * phase
+                        for q in range(qa_ph[ph]):
+                            loc[U(op + q)] = zero
+                        for q in range(qb_ph[ph], Wq):
+                            loc[U(op + q)] = zero
                     if sw == 2:
-                        for k in range(phase):
-                            loc[U(o + k)] = tmp[U(2 * k)]
-                            loc[U(o + phase + k)] = tmp[U(2 * k + 1)]
+                        # input columns in aligned pairs (2m, 2m+1): padded column 2m + pl lands in
+                        # phase pe at q = m + pl//2, column 2m + 1 + pl in phase 1 - pe at m + (pl+1)//2
+                        oe = o + pe * phase + pl2
+                        oo = o + (1 - pe) * phase + pl2b
+                        for m in range(W // 2):
+                            loc[U(oe + m)] = xf[U(i + 2 * m)]
+                            loc[U(oo + m)] = xf[U(i + 2 * m + 1)]
+                        if W % 2 == 1:
+                            loc[U(oe + W // 2)] = xf[U(i + W - 1)]
                     else:
-                        for k in range(phase):
-                            for ph in range(sw):
-                                loc[U(o + ph * phase + k)] = tmp[U(sw * k + ph)]
-            for q in range(CG * plane, CG * plane + 2 * DW_LANES):
-                loc[q] = zero
+                        for iw in range(W):
+                            c = iw + pl
+                            loc[U(o + (c % sw) * phase + c // sw)] = xf[U(i + iw)]
             # ---- convolve
-            acc = stack_f32(64)  # DW_ROWS x DW_LANES
-            stg = stack_f32(64)
             for j in range(COG):
                 oc = g * COG + j
                 bv = bias[oc]
@@ -396,51 +577,53 @@ def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act
                 for rb in range(nrblk):
                     oh0 = rb * DW_ROWS
                     if oh0 + DW_ROWS > OH:
-                        oh0 = max(OH - DW_ROWS, 0)
-                    # row offsets of the DW_ROWS rows (clamped when OH < DW_ROWS)
-                    r1 = min(oh0 + 1, OH - 1)
-                    r2 = min(oh0 + 2, OH - 1)
-                    r3 = min(oh0 + 3, OH - 1)
-                    d1 = (r1 - oh0) * sh * Wq
-                    d2 = (r2 - oh0) * sh * Wq
-                    d3 = (r3 - oh0) * sh * Wq
+                        oh0 = max(OH - DW_ROWS, 0)  # overlap the previous block
                     for s in range(nstrip):
                         c0 = s * DW_LANES
                         if OW >= DW_LANES and c0 + DW_LANES > OW:
-                            c0 = OW - DW_LANES
-                        base = oh0 * sh * Wq + c0
-                        for i in range(64):
+                            c0 = OW - DW_LANES  # overlap the previous strip
+                        base = oh0 * rs + c0
+                        for i in range(DW_ROWS * DW_LANES):
                             acc[i] = bv
                         for r in range(R):
                             wv = wf[U(wo + r)]
                             o = base + toff[r]
                             for i in range(DW_LANES):
                                 acc[i] += wv * loc[U(o + i)]
-                                acc[16 + i] += wv * loc[U(o + d1 + i)]
-                                acc[32 + i] += wv * loc[U(o + d2 + i)]
-                                acc[48 + i] += wv * loc[U(o + d3 + i)]
+                                acc[16 + i] += wv * loc[U(o + rs + i)]
+                                acc[32 + i] += wv * loc[U(o + 2 * rs + i)]
+                                acc[48 + i] += wv * loc[U(o + 3 * rs + i)]
+                                acc[64 + i] += wv * loc[U(o + 4 * rs + i)]
+                                acc[80 + i] += wv * loc[U(o + 5 * rs + i)]
+                                acc[96 + i] += wv * loc[U(o + 6 * rs + i)]
+                                acc[112 + i] += wv * loc[U(o + 7 * rs + i)]
                         ob = obase + oh0 * OW + c0
-                        o1 = ob + (r1 - oh0) * OW
-                        o2 = ob + (r2 - oh0) * OW
-                        o3 = ob + (r3 - oh0) * OW
-                        if OW >= DW_LANES:  # one loop per row: each becomes a single vector store
+                        if OW >= DW_LANES and OH >= DW_ROWS:
+                            # full tile: one loop per row, each a single vector store
                             for i in range(DW_LANES):
                                 of[U(ob + i)] = acc[i]
                             for i in range(DW_LANES):
-                                of[U(o1 + i)] = acc[16 + i]
+                                of[U(ob + OW + i)] = acc[16 + i]
                             for i in range(DW_LANES):
-                                of[U(o2 + i)] = acc[32 + i]
+                                of[U(ob + 2 * OW + i)] = acc[32 + i]
                             for i in range(DW_LANES):
-                                of[U(o3 + i)] = acc[48 + i]
+                                of[U(ob + 3 * OW + i)] = acc[48 + i]
+                            for i in range(DW_LANES):
+                                of[U(ob + 4 * OW + i)] = acc[64 + i]
+                            for i in range(DW_LANES):
+                                of[U(ob + 5 * OW + i)] = acc[80 + i]
+                            for i in range(DW_LANES):
+                                of[U(ob + 6 * OW + i)] = acc[96 + i]
+                            for i in range(DW_LANES):
+                                of[U(ob + 7 * OW + i)] = acc[112 + i]
                         else:
-                            # narrow plane: stage the tile so that ``acc`` is only ever indexed by
-                            # constants (a variable-length loop over it would keep it out of registers)
-                            for i in range(64):
+                            # small plane: stage the tile so that ``acc`` is only ever indexed by
+                            # constants (a variable-length loop over it keeps it out of registers)
+                            for i in range(DW_ROWS * DW_LANES):
                                 stg[i] = acc[i]
-                            for i in range(OW):
-                                of[U(ob + i)] = stg[i]
-                                of[U(o1 + i)] = stg[16 + i]
-                                of[U(o2 + i)] = stg[32 + i]
-                                of[U(o3 + i)] = stg[48 + i]
+                            nw = min(OW, DW_LANES)
+                            for k in range(min(OH, DW_ROWS)):
+                                for i in range(nw):
+                                    of[U(ob + k * OW + i)] = stg[k * DW_LANES + i]
                 if act != 0:
                     act_range(of, obase, OH * OW, act, act_a, act_b)

@@ -23,7 +23,7 @@ OP_MUL = 1
 BINARY_OPS = {"add": OP_ADD, "mul": OP_MUL}
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def activation_kernel(x, act, act_a, act_b, out):
     """out = act(x) for 1-D arrays of equal length (see ``_act`` for the codes)."""
     n = x.shape[0]
@@ -36,7 +36,7 @@ def activation_kernel(x, act, act_a, act_b, out):
         act_range(out, s, e - s, act, act_a, act_b)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def binary_kernel(a, b, op, act, act_a, act_b, out):
     """out = act(a op b) for 1-D arrays of equal length; op: 0 add, 1 mul."""
     n = a.shape[0]
@@ -53,7 +53,7 @@ def binary_kernel(a, b, op, act, act_a, act_b, out):
         act_range(out, s, e - s, act, act_a, act_b)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def channel_binary_kernel(a, s, N, C, S, s_batch_stride, op, act, act_a, act_b, out):
     """out[n, c, :] = act(a[n, c, :] op s[n*s_batch_stride + c]) on flat arrays.
 
@@ -75,7 +75,7 @@ def channel_binary_kernel(a, s, N, C, S, s_batch_stride, op, act, act_a, act_b, 
         act_range(out, b, S, act, act_a, act_b)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def batchnorm_kernel(x, weight, bias, mean, var, eps, act, act_a, act_b, out):
     """Inference batch norm on x (N, C, S): y = (x - mean) * weight / sqrt(var + eps) + bias.
 
@@ -95,7 +95,7 @@ def batchnorm_kernel(x, weight, bias, mean, var, eps, act, act_a, act_b, out):
         act_range(of, b, S, act, act_a, act_b)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def softmax_kernel(x, out):
     """Softmax over axis 1 of x (outer, L, inner): stable (max subtracted), sums in float64."""
     O, L, I = x.shape
@@ -111,9 +111,7 @@ def softmax_kernel(x, out):
         for ll in range(L):
             b = (o * L + ll) * I
             for i in range(i0, i1):
-                v = xf[U(b + i)]
-                if v > m[i - i0]:
-                    m[i - i0] = v
+                m[i - i0] = max(m[i - i0], xf[U(b + i)])
         for ll in range(L):
             b = (o * L + ll) * I
             for i in range(i0, i1):
@@ -126,7 +124,7 @@ def softmax_kernel(x, out):
                 of[U(b + i)] = of[U(b + i)] / ssum[i - i0]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def lrn_kernel(x, size, alpha, beta, k, out):
     """Local response normalisation across channels of x (N, C, S).
 

@@ -3,8 +3,12 @@
 Each wrapper normalises its arguments (writeable float32 C-contiguous arrays, Python ints and
 floats, so that every kernel compiles exactly one signature), allocates the output and calls the
 kernel.
-A runtime that places outputs in an arena calls the ``*_kernel`` functions directly instead,
-with weights packed once at load time (``pack_conv2d``).
+
+A runtime that places outputs in an arena prepares each convolution once (``pack_conv2d`` ->
+``ConvPlan``, ``ConvTransposePlan``: kernel choice and weight packing) and calls ``plan.run(x,
+out)``, and calls the other ``*_kernel`` functions directly with its own ``out`` (and the same
+argument normalisation: a read-only or non-contiguous array, an np.float32 scalar where a float
+is expected, would compile a second signature).
 """
 
 from __future__ import annotations
@@ -29,45 +33,48 @@ from ._act import (
 )
 
 __all__ = [
-    "conv2d",
-    "conv_transpose2d",
-    "max_pool2d",
-    "avg_pool2d",
-    "global_avg_pool",
-    "global_max_pool",
+    "ConvPlan",
+    "ConvTransposePlan",
     "adaptive_avg_pool2d",
     "adaptive_max_pool2d",
-    "dense",
+    "add",
+    "avg_pool2d",
     "batchnorm",
+    "clip",
+    "concat",
+    "conv2d",
+    "conv_strategy",
+    "conv_transpose2d",
+    "dense",
+    "dropout",
+    "flatten",
+    "global_avg_pool",
+    "global_max_pool",
+    "hardsigmoid",
+    "hardswish",
+    "identity",
+    "leaky_relu",
+    "lrn",
+    "max_pool2d",
+    "mul",
+    "pack_conv2d",
+    "pad",
     "relu",
     "relu6",
-    "clip",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "silu",
-    "hardswish",
-    "hardsigmoid",
-    "softmax",
-    "identity",
-    "dropout",
-    "add",
-    "mul",
-    "concat",
-    "upsample_nearest",
-    "pad",
-    "lrn",
-    "flatten",
     "reshape",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "tanh",
+    "upsample_nearest",
     "yolo_decode",
-    "ConvPlan",
-    "pack_conv2d",
-    "conv_strategy",
 ]
 
 # A group with fewer output channels than this does not fill a 32-channel register tile well
 # enough for the blocked kernel; the depthwise kernel (vectorised along the width) takes it.
 MIN_BLOCKED_COUT_PER_GROUP = 8
+# A 1x1 convolution over at least this many output pixels uses the pointwise (GEMM) kernel.
+MIN_POINTWISE_PIXELS = 400
 
 
 # ---------------------------------------------------------------------------
@@ -128,37 +135,47 @@ def _pool_out(size, k, s, p0, p1, d, ceil_mode) -> int:
 # ---------------------------------------------------------------------------
 
 
-def conv_strategy(weight_shape, groups: int) -> str:
-    """'blocked' or 'depthwise': which convolution kernel serves this weight shape."""
-    cout, cg, _, _ = weight_shape
-    if groups > 1 and (cg == 1 or cout // groups < MIN_BLOCKED_COUT_PER_GROUP):
+def conv_strategy(weight_shape, groups: int, stride=(1, 1), pads=(0, 0, 0, 0), out_hw=None) -> str:
+    """Which convolution kernel serves this convolution: 'depthwise', 'pointwise' or 'blocked'.
+
+    ``out_hw`` (output height, width) matters only for 1x1 convolutions: the pointwise kernel
+    tiles 32 pixels of the flattened plane and wins once the plane is large enough that its
+    overlapping last tile costs little, or when few output channels per group would leave most
+    of the blocked kernel's 32-channel tile empty.
+    """
+    cout, cg, kh, kw = weight_shape
+    cog = cout // groups
+    if groups > 1 and (cg == 1 or cog < MIN_BLOCKED_COUT_PER_GROUP):
         return "depthwise"
+    if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pads) and out_hw is not None:
+        p = out_hw[0] * out_hw[1]
+        if p >= _conv.PW_PV and (p >= MIN_POINTWISE_PIXELS or (cog < _conv.OCB and p >= 2 * _conv.PW_PV)):
+            return "pointwise"
     return "blocked"
 
 
 class ConvPlan:
-    """A convolution with its weight prepared once for the chosen kernel; ``run(x, out)``.
+    """A convolution with its weight prepared once; ``run(x, out)`` computes into ``out``.
 
-    ``act`` is a fused activation code (``cnnc.runtime.cpu.ACTIVATIONS``) with parameters a, b.
+    The kernel is chosen per input size (``conv_strategy``) and the weight packed for it on first
+    use.  ``act`` is a fused activation code (``cnnc.runtime.cpu.ACTIVATIONS``) with parameters
+    ``act_a``, ``act_b``.
     """
 
     def __init__(self, weight, bias, stride, pads, dilation, groups, act=ACT_NONE, act_a=0.0, act_b=0.0):
-        weight = _f32(weight)
-        self.cout, self.cg, self.kh, self.kw = weight.shape
+        self.weight = _f32(weight)
+        self.cout, self.cg, self.kh, self.kw = self.weight.shape
         self.groups = int(groups)
         if self.cout % self.groups:
             raise ValueError(f"groups={groups} does not divide {self.cout} output channels")
         self.stride = _pair(stride)
         self.pads = _pads4(pads)
+        if min(self.pads) < 0:
+            raise ValueError(f"negative convolution padding {self.pads} is not supported")
         self.dilation = _pair(dilation)
         self.bias = _bias(bias, self.cout)
         self.act = (int(act), float(act_a), float(act_b))
-        self.strategy = conv_strategy(weight.shape, self.groups)
-        if self.strategy == "blocked":
-            self.weight = np.empty(_conv.blocked_weight_shape(weight.shape, self.groups), np.float32)
-            _conv.conv_pack_weight_kernel(weight, self.weight)
-        else:
-            self.weight = weight
+        self._packed = {}
 
     def out_shape(self, x_shape):
         n, c, h, w = x_shape
@@ -169,16 +186,37 @@ class ConvPlan:
         ow = _conv_out(w, self.kw, self.stride[1], pl, pr, self.dilation[1])
         return (n, self.cout, oh, ow)
 
+    def strategy(self, x_shape) -> str:
+        return conv_strategy(self.weight.shape, self.groups, self.stride, self.pads, self.out_shape(x_shape)[2:])
+
+    def packed_weight(self, strategy: str) -> np.ndarray:
+        """The weight in the layout of ``strategy``'s kernel (packed once, then cached)."""
+        if strategy not in self._packed:
+            if strategy == "blocked":
+                wp = np.empty(_conv.blocked_weight_shape(self.weight.shape, self.groups), np.float32)
+                _conv.conv_pack_weight_kernel(self.weight, wp)
+            elif strategy == "pointwise":
+                wp = np.empty(_conv.pointwise_weight_shape(self.weight.shape, self.groups), np.float32)
+                _conv.conv_pack_pointwise_kernel(self.weight, wp)
+            else:
+                wp = self.weight
+            self._packed[strategy] = wp
+        return self._packed[strategy]
+
     def run(self, x, out):
         sh, sw = self.stride
         dh, dw = self.dilation
         pt, pl, pb, pr = self.pads
-        if self.strategy == "blocked":
+        strategy = self.strategy(x.shape)
+        wp = self.packed_weight(strategy)
+        if strategy == "blocked":
             _conv.conv2d_blocked_kernel(
-                x, self.weight, self.bias, self.kh, self.kw, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out
+                x, wp, self.bias, self.kh, self.kw, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out
             )
+        elif strategy == "pointwise":
+            _conv.conv2d_pointwise_kernel(x, wp, self.bias, *self.act, out)
         else:
-            _conv.conv2d_depthwise_kernel(x, self.weight, self.bias, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out)
+            _conv.conv2d_depthwise_kernel(x, wp, self.bias, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out)
         return out
 
 
@@ -194,29 +232,61 @@ def conv2d(x, weight, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 
     return plan.run(x, out)
 
 
-def conv_transpose2d(x, weight, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), output_padding=(0, 0), dilation=(1, 1),
-                     groups=1):
+class ConvTransposePlan:
+    """A transposed convolution prepared once; ``run(x, out)`` computes into ``out``.
+
+    Lowered to a 1x1 convolution (a ``ConvPlan``, so any 1x1 kernel) that forms every (output
+    channel, tap) product, followed by ``col2im_kernel`` which adds the taps into place.  The
+    intermediate has COUT*KH*KW channels at the input's resolution.
+    """
+
+    def __init__(
+        self, weight, bias, stride, pads, output_padding, dilation, groups, act=ACT_NONE, act_a=0.0, act_b=0.0
+    ):
+        weight = _f32(weight)
+        self.cin, self.cog, self.kh, self.kw = weight.shape
+        self.groups = int(groups)
+        if self.cin % self.groups:
+            raise ValueError(f"groups={groups} does not divide {self.cin} input channels")
+        self.cout = self.cog * self.groups
+        self.stride = _pair(stride)
+        self.pads = _pads4(pads)
+        self.output_padding = _pair(output_padding)
+        self.dilation = _pair(dilation)
+        self.bias = _bias(bias, self.cout)
+        self.act = (int(act), float(act_a), float(act_b))
+        self.gemm = ConvPlan(_conv.transpose_as_pointwise_weight(weight, self.groups), None, 1, 0, 1, self.groups)
+
+    def out_shape(self, x_shape):
+        n, c, h, w = x_shape
+        if c != self.cin:
+            raise ValueError(f"input has {c} channels, weight expects {self.cin}")
+        (sh, sw), (dh, dw), (oph, opw) = self.stride, self.dilation, self.output_padding
+        pt, pl, pb, pr = self.pads
+        oh = (h - 1) * sh + dh * (self.kh - 1) + 1 - pt - pb + oph
+        ow = (w - 1) * sw + dw * (self.kw - 1) + 1 - pl - pr + opw
+        if oh < 1 or ow < 1:
+            raise ValueError("conv_transpose2d: empty output")
+        return (n, self.cout, oh, ow)
+
+    def run(self, x, out, cols=None):
+        """``cols`` (N, COUT*KH*KW, H, W) is scratch; allocated when not given."""
+        if cols is None:
+            cols = np.empty(self.gemm.out_shape(x.shape), np.float32)
+        self.gemm.run(x, cols)
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        pt, pl = self.pads[:2]
+        _conv.col2im_kernel(cols, self.bias, self.kh, self.kw, sh, sw, pt, pl, dh, dw, *self.act, out)
+        return out
+
+
+def conv_transpose2d(
+    x, weight, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1
+):
     x = _f32(x)
-    weight = _f32(weight)
-    n, cin, h, w = x.shape
-    cin_w, cog, kh, kw = weight.shape
-    g = int(groups)
-    if cin != cin_w or cin % g:
-        raise ValueError(f"bad groups={g} for x channels {cin}, weight {weight.shape}")
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
-    oph, opw = _pair(output_padding)
-    pt, pl, pb, pr = _pads4(pads)
-    oh = (h - 1) * sh + dh * (kh - 1) + 1 - pt - pb + oph
-    ow = (w - 1) * sw + dw * (kw - 1) + 1 - pl - pr + opw
-    if oh < 1 or ow < 1:
-        raise ValueError("conv_transpose2d: empty output")
-    wp = np.empty(_conv.transpose_blocked_weight_shape(weight.shape, g), np.float32)
-    _conv.conv_transpose_pack_weight_kernel(weight, wp)
-    out = np.empty((n, cog * g, oh, ow), np.float32)
-    _conv.conv_transpose2d_kernel(x, wp, _bias(bias, cog * g), kh, kw, sh, sw, pt, pl, dh, dw, ACT_NONE, 0.0, 0.0,
-                                  out)
-    return out
+    plan = ConvTransposePlan(weight, bias, stride, pads, output_padding, dilation, groups)
+    out = np.empty(plan.out_shape(x.shape), np.float32)
+    return plan.run(x, out)
 
 
 # ---------------------------------------------------------------------------
@@ -300,8 +370,18 @@ def batchnorm(x, weight, bias, running_mean, running_var, eps=1e-5):
     n, c = x.shape[:2]
     x3 = x.reshape(n, c, -1)
     out = np.empty_like(x)
-    _elt.batchnorm_kernel(x3, _f32(weight), _f32(bias), _f32(running_mean), _f32(running_var), float(eps),
-                          ACT_NONE, 0.0, 0.0, out.reshape(x3.shape))
+    _elt.batchnorm_kernel(
+        x3,
+        _f32(weight),
+        _f32(bias),
+        _f32(running_mean),
+        _f32(running_var),
+        float(eps),
+        ACT_NONE,
+        0.0,
+        0.0,
+        out.reshape(x3.shape),
+    )
     return out
 
 
@@ -334,7 +414,7 @@ def relu6(x):
     return _activation(x, ACT_RELU6)
 
 
-def clip(x, min=None, max=None):  # noqa: A002 - names mirror ONNX Clip
+def clip(x, min=None, max=None):  # names mirror ONNX Clip and the reference
     lo = -np.inf if min is None else float(np.float32(min))
     hi = np.inf if max is None else float(np.float32(max))
     return _activation(x, ACT_CLIP, lo, hi)
@@ -368,7 +448,7 @@ def softmax(x, axis=1):
     x = _f32(x)
     axis = axis % x.ndim
     outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    inner = int(np.prod(x.shape[axis + 1 :], dtype=np.int64))
     x3 = x.reshape(outer, x.shape[axis], inner)
     out = np.empty_like(x)
     _elt.softmax_kernel(x3, out.reshape(x3.shape))
@@ -404,15 +484,17 @@ def _binary(a, b, op):
         a, b = b, a
     if b.size == 1 and b.ndim <= a.ndim:
         out = np.empty_like(a)
-        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), 1, 1, a.size, 0, op, ACT_NONE, 0.0, 0.0,
-                                   out.reshape(-1))
+        _elt.channel_binary_kernel(
+            a.reshape(-1), b.reshape(-1), 1, 1, a.size, 0, op, ACT_NONE, 0.0, 0.0, out.reshape(-1)
+        )
         return out
     stride = _per_channel(b.shape, a.shape)
     if stride is not None:
         n, c = a.shape[:2]
         out = np.empty_like(a)
-        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), n, c, a.size // (n * c), stride, op,
-                                   ACT_NONE, 0.0, 0.0, out.reshape(-1))
+        _elt.channel_binary_kernel(
+            a.reshape(-1), b.reshape(-1), n, c, a.size // (n * c), stride, op, ACT_NONE, 0.0, 0.0, out.reshape(-1)
+        )
         return out
     # any other numpy broadcast: materialise both operands, then the equal-shape kernel
     shape = np.broadcast_shapes(a.shape, b.shape)

@@ -1,3 +1,4 @@
+# ruff: noqa: FURB136  -- explicit selects vectorise and ignore NaN like the comparisons they are
 """Pooling kernels (float32, NCHW), parallel over (batch x channel) planes.
 
 Sliding-window pools work row by row: for each window tap (kh, kw) the range of output columns
@@ -15,7 +16,7 @@ from numba import prange
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _col_range(kw_off, pl, sw, W, OW):
     """Output columns ow with 0 <= ow*sw - pl + kw_off < W, as [lo, hi)."""
     a = pl - kw_off  # ow*sw >= a
@@ -26,7 +27,7 @@ def _col_range(kw_off, pl, sw, W, OW):
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
     """out[n,c,oh,ow] = max over taps of x[n,c,oh*sh-pt+kh*dh, ow*sw-pl+kw*dw] (in-image taps only).
 
@@ -57,7 +58,7 @@ def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
                         of[U(o + ow)] = v if v > m else m
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def avg_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, pb, pr, count_include_pad, out):
     """Average pooling with PyTorch's divisor rule.
 
@@ -104,7 +105,7 @@ def avg_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, pb, pr, count_include_pad, out)
                 of[U(o + ow)] = of[U(o + ow)] / (hd * wdiv[ow])
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "contract"})
 def global_avg_pool_kernel(x, out):
     """Mean of each (n, c) plane: x (N, C, H, W) -> out (N, C, 1, 1)."""
     N, C, H, W = x.shape
@@ -119,7 +120,7 @@ def global_avg_pool_kernel(x, out):
         of[nc] = s / np.float32(HW)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def global_max_pool_kernel(x, out):
     """Max of each (n, c) plane: x (N, C, H, W) -> out (N, C, 1, 1)."""
     N, C, H, W = x.shape
@@ -135,7 +136,7 @@ def global_max_pool_kernel(x, out):
         of[nc] = m
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def adaptive_pool2d_kernel(x, is_max, out):
     """Adaptive average (is_max == 0) or max pooling to out's (OH, OW).
 

@@ -19,7 +19,7 @@ PAD_REPLICATE = 2
 PAD_MODES = {"constant": PAD_CONSTANT, "reflect": PAD_REFLECT, "replicate": PAD_REPLICATE, "edge": PAD_REPLICATE}
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def copy_into_kernel(x, col_offset, out):
     """out[o, col_offset + j] = x[o, j] for 2-D x (O, J) and out (O, J_out).
 
@@ -41,7 +41,7 @@ def copy_into_kernel(x, col_offset, out):
             of[U(dst + j)] = xf[U(src + j)]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def upsample_nearest_kernel(x, fh, fw, out):
     """Nearest-neighbour upsampling by integer factors: out[.., oh, ow] = x[.., oh//fh, ow//fw]."""
     N, C, H, W = x.shape
@@ -62,7 +62,7 @@ def upsample_nearest_kernel(x, fh, fw, out):
                     of[U(d + q)] = of[U(dst + q)]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _pad_index(i, n, mode):
     """Source index along an axis of length ``n`` for padded position ``i`` (-1: constant)."""
     if 0 <= i < n:
@@ -81,7 +81,7 @@ def _pad_index(i, n, mode):
     return i if i < n else period - i
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def pad_kernel(x, pt, pl, pb, pr, mode, value, out):
     """Pad (or, for negative amounts, crop) H and W; mode 0 constant, 1 reflect, 2 replicate.
 
@@ -118,7 +118,7 @@ def pad_kernel(x, pt, pl, pb, pr, mode, value, out):
                 of[U(o + q)] = xf[U(src + iw)] if iw >= 0 else fill
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "contract"})
 def dense_kernel(x, w, bias, act, act_a, act_b, out):
     """out = act(x @ w.T + bias): x (N, K), w (M, K), bias (M,), out (N, M).
 
@@ -144,7 +144,7 @@ def dense_kernel(x, w, bias, act, act_a, act_b, out):
         act_range(of, 0, N * M, act, act_a, act_b)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def yolo_decode_kernel(x, anchors, img_h, img_w, out):
     """Decode a YOLO head x (N, A*D, H, W) into out (N, A*H*W, D), rows in (anchor, row, col) order.
 

@@ -14,13 +14,12 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
-
-from cnnc.runtime import cpu  # noqa: E402
-from cnnc.runtime.cpu import conv as cpu_conv  # noqa: E402
-from cnnc.runtime.cpu import eltwise as cpu_eltwise  # noqa: E402
-from cnnc.runtime.cpu import pool as cpu_pool  # noqa: E402
-from cnnc.runtime.cpu import tensor as cpu_tensor  # noqa: E402
+from cnnc.runtime import cpu
+from cnnc.runtime.cpu import conv as cpu_conv
+from cnnc.runtime.cpu import eltwise as cpu_eltwise
+from cnnc.runtime.cpu import pool as cpu_pool
+from cnnc.runtime.cpu import tensor as cpu_tensor
+from onnx import TensorProto, helper
 
 reference = pytest.importorskip("cnnc.runtime.reference")
 
@@ -102,7 +101,29 @@ CONV_CASES = [
     pytest.param(1, 4, 6, 18, 4, (5, 5), (1, 1), (2, 1, 2, 3), (1, 1), 4, id="depthwise-5x5-asym"),
     pytest.param(1, 3, 9, 9, 6, (3, 3), (1, 3), (2, 2, 2, 2), (2, 2), 3, id="depthwise-mult2-dil-stride3"),
     pytest.param(1, 4, 2, 3, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4, id="depthwise-tiny-plane"),
+    pytest.param(1, 6, 20, 21, 13, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="pointwise-odd-plane-cout13"),
+    pytest.param(2, 8, 9, 8, 5, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="pointwise-few-cout"),
+    pytest.param(1, 8, 20, 20, 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2, id="pointwise-groups2"),
 ]
+
+
+@pytest.mark.parametrize(
+    "wshape,groups,stride,pads,out_hw,expected",
+    [
+        ((64, 64, 3, 3), 1, (1, 1), (1, 1, 1, 1), (56, 56), "blocked"),
+        ((64, 1, 3, 3), 64, (1, 1), (1, 1, 1, 1), (56, 56), "depthwise"),
+        ((12, 1, 3, 3), 4, (1, 1), (1, 1, 1, 1), (9, 9), "depthwise"),  # channel multiplier 3
+        ((32, 8, 3, 3), 4, (1, 1), (1, 1, 1, 1), (9, 9), "blocked"),
+        ((12, 3, 3, 3), 4, (1, 1), (1, 1, 1, 1), (9, 9), "depthwise"),  # 3 outputs per group
+        ((64, 256, 1, 1), 1, (1, 1), (0, 0, 0, 0), (56, 56), "pointwise"),
+        ((64, 256, 1, 1), 1, (1, 1), (0, 0, 0, 0), (7, 7), "blocked"),
+        ((16, 256, 1, 1), 1, (1, 1), (0, 0, 0, 0), (7, 10), "pointwise"),  # few output channels
+        ((64, 256, 1, 1), 1, (2, 2), (0, 0, 0, 0), (28, 28), "blocked"),
+    ],
+)
+def test_conv_strategy_selection(wshape, groups, stride, pads, out_hw, expected):
+    # the conv2d cases above rely on these choices to reach every kernel
+    assert cpu.conv_strategy(wshape, groups, stride, pads, out_hw) == expected
 
 
 @pytest.mark.parametrize("n,c,h,w,cout,k,stride,pads,dil,groups", CONV_CASES)
@@ -112,32 +133,49 @@ def test_conv2d(n, c, h, w, cout, k, stride, pads, dil, groups, with_bias):
     wt = rand(cout, c // groups, *k, scale=0.5)
     b = rand(cout) if with_bias else None
     y = cpu.conv2d(x, wt, b, stride=stride, pads=pads, dilation=dil, groups=groups)
-    ref = ort_run("Conv", {"x": x, "w": wt, "b": b}, kernel_shape=list(k), strides=list(stride),
-                  pads=onnx_pads(pads), dilations=list(dil), group=groups)
+    ref = ort_run(
+        "Conv",
+        {"x": x, "w": wt, "b": b},
+        kernel_shape=list(k),
+        strides=list(stride),
+        pads=onnx_pads(pads),
+        dilations=list(dil),
+        group=groups,
+    )
     assert_close(y, ref)
 
 
-@pytest.mark.parametrize("strategy_case", [
-    (1, 8, 10, 11, 20, 1),   # blocked
-    (1, 6, 10, 11, 6, 6),    # depthwise
-])
-@pytest.mark.parametrize("act,a,b,onnx_op,onnx_attrs", [
-    ("relu", 0.0, 0.0, "Relu", {}),
-    ("leaky_relu", 0.2, 0.0, "LeakyRelu", {"alpha": 0.2}),
-    ("hardsigmoid", 0.2, 0.5, "HardSigmoid", {"alpha": 0.2, "beta": 0.5}),
-    ("sigmoid", 0.0, 0.0, "Sigmoid", {}),
-])
+@pytest.mark.parametrize(
+    "strategy_case",
+    [
+        (1, 8, 10, 11, 20, 1, 3),  # blocked
+        (1, 6, 10, 11, 6, 6, 3),  # depthwise
+        (1, 8, 20, 21, 12, 1, 1),  # pointwise, partial last channel block
+        (1, 8, 20, 20, 16, 1, 1),  # pointwise, full blocks
+    ],
+)
+@pytest.mark.parametrize(
+    "act,a,b,onnx_op,onnx_attrs",
+    [
+        ("relu", 0.0, 0.0, "Relu", {}),
+        ("leaky_relu", 0.2, 0.0, "LeakyRelu", {"alpha": 0.2}),
+        ("hardsigmoid", 0.2, 0.5, "HardSigmoid", {"alpha": 0.2, "beta": 0.5}),
+        ("sigmoid", 0.0, 0.0, "Sigmoid", {}),
+    ],
+)
 def test_conv2d_fused_activation(strategy_case, act, a, b, onnx_op, onnx_attrs):
-    n, c, h, w, cout, groups = strategy_case
+    n, c, h, w, cout, groups, k = strategy_case
+    p = k // 2
     x = rand(n, c, h, w)
-    wt = rand(cout, c // groups, 3, 3, scale=0.5)
+    wt = rand(cout, c // groups, k, k, scale=0.5)
     bias = rand(cout)
-    plan = cpu.pack_conv2d(wt, bias, pads=(1, 1, 1, 1), groups=groups, act=cpu.ACTIVATIONS[act], act_a=a, act_b=b)
+    plan = cpu.pack_conv2d(wt, bias, pads=(p, p, p, p), groups=groups, act=cpu.ACTIVATIONS[act], act_a=a, act_b=b)
     out = np.empty(plan.out_shape(x.shape), np.float32)
     plan.run(x, out)
     post = helper.make_node(onnx_op, ["y0"], ["z"], **onnx_attrs)
-    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, extra_nodes=[post], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                  group=groups)
+    ref = ort_run(
+        "Conv", {"x": x, "w": wt, "b": bias}, extra_nodes=[post], kernel_shape=[k, k], pads=[p] * 4, group=groups
+    )
     assert_close(out, ref)
 
 
@@ -161,6 +199,7 @@ CONVT_CASES = [
     pytest.param(1, 4, 1, 1, 6, (4, 4), (1, 1), (0, 0, 0, 0), (0, 0), (1, 1), 1, id="1x1-input"),
     pytest.param(1, 6, 4, 4, 2, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (1, 1), 3, id="groups3"),
     pytest.param(1, 2, 4, 3, 3, (3, 2), (3, 2), (0, 1, 0, 1), (2, 1), (2, 1), 1, id="dilation-stride-gt-kernel"),
+    pytest.param(1, 3, 20, 21, 2, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (1, 1), 1, id="large-plane-pointwise-gemm"),
 ]
 
 
@@ -170,8 +209,16 @@ def test_conv_transpose2d(n, cin, h, w, cog, k, stride, pads, opad, dil, groups)
     wt = rand(cin, cog, *k, scale=0.5)
     b = rand(cog * groups)
     y = cpu.conv_transpose2d(x, wt, b, stride=stride, pads=pads, output_padding=opad, dilation=dil, groups=groups)
-    ref = ort_run("ConvTranspose", {"x": x, "w": wt, "b": b}, kernel_shape=list(k), strides=list(stride),
-                  pads=onnx_pads(pads), output_padding=list(opad), dilations=list(dil), group=groups)
+    ref = ort_run(
+        "ConvTranspose",
+        {"x": x, "w": wt, "b": b},
+        kernel_shape=list(k),
+        strides=list(stride),
+        pads=onnx_pads(pads),
+        output_padding=list(opad),
+        dilations=list(dil),
+        group=groups,
+    )
     assert_close(y, ref)
     assert_close(y, reference.conv_transpose2d(x, wt, b, stride, pads, opad, dil, groups))
 
@@ -196,17 +243,27 @@ MAXPOOL_CASES = [
 def test_max_pool2d(shape, k, stride, pads, dil, ceil):
     x = rand(*shape)
     y = cpu.max_pool2d(x, k, stride, pads, dil, ceil)
-    ref = ort_run("MaxPool", {"x": x}, kernel_shape=list(k), strides=list(stride), pads=onnx_pads(pads),
-                  dilations=list(dil), ceil_mode=int(ceil))
+    ref = ort_run(
+        "MaxPool",
+        {"x": x},
+        kernel_shape=list(k),
+        strides=list(stride),
+        pads=onnx_pads(pads),
+        dilations=list(dil),
+        ceil_mode=int(ceil),
+    )
     assert_close(y, ref)
 
 
-@pytest.mark.parametrize("shape,k,stride,pads,dil", [
-    # ceil_mode adds a window that would start inside the end padding: PyTorch drops it
-    pytest.param((1, 2, 6, 6), (2, 2), (2, 2), (1, 1, 1, 1), (1, 1), id="2x2s2p1"),
-    pytest.param((1, 2, 5, 7), (3, 3), (3, 3), (1, 1, 1, 1), (1, 1), id="3x3s3p1"),
-    pytest.param((1, 1, 8, 8), (3, 3), (2, 2), (1, 0, 1, 0), (2, 1), id="dilated"),
-])
+@pytest.mark.parametrize(
+    "shape,k,stride,pads,dil",
+    [
+        # ceil_mode adds a window that would start inside the end padding: PyTorch drops it
+        pytest.param((1, 2, 6, 6), (2, 2), (2, 2), (1, 1, 1, 1), (1, 1), id="2x2s2p1"),
+        pytest.param((1, 2, 5, 7), (3, 3), (3, 3), (1, 1, 1, 1), (1, 1), id="3x3s3p1"),
+        pytest.param((1, 1, 8, 8), (3, 3), (2, 2), (1, 0, 1, 0), (2, 1), id="dilated"),
+    ],
+)
 def test_max_pool2d_ceil_mode_pytorch_rule(shape, k, stride, pads, dil):
     x = rand(*shape)
     y = cpu.max_pool2d(x, k, stride, pads, dil, ceil_mode=True)
@@ -238,16 +295,26 @@ AVGPOOL_CASES = [
 def test_avg_pool2d(shape, k, stride, pads, ceil, cip):
     x = rand(*shape)
     y = cpu.avg_pool2d(x, k, stride, pads, ceil, cip)
-    ref = ort_run("AveragePool", {"x": x}, kernel_shape=list(k), strides=list(stride), pads=onnx_pads(pads),
-                  ceil_mode=int(ceil), count_include_pad=int(cip))
+    ref = ort_run(
+        "AveragePool",
+        {"x": x},
+        kernel_shape=list(k),
+        strides=list(stride),
+        pads=onnx_pads(pads),
+        ceil_mode=int(ceil),
+        count_include_pad=int(cip),
+    )
     assert_close(y, ref)
 
 
-@pytest.mark.parametrize("shape,k,stride,pads", [
-    pytest.param((1, 2, 6, 6), (2, 2), (2, 2), (1, 1, 1, 1), id="window-in-padding"),
-    pytest.param((1, 2, 8, 7), (3, 3), (2, 2), (1, 1, 1, 1), id="overhang"),
-    pytest.param((1, 1, 5, 5), (3, 2), (2, 2), (0, 1, 1, 0), id="asym"),
-])
+@pytest.mark.parametrize(
+    "shape,k,stride,pads",
+    [
+        pytest.param((1, 2, 6, 6), (2, 2), (2, 2), (1, 1, 1, 1), id="window-in-padding"),
+        pytest.param((1, 2, 8, 7), (3, 3), (2, 2), (1, 1, 1, 1), id="overhang"),
+        pytest.param((1, 1, 5, 5), (3, 2), (2, 2), (0, 1, 1, 0), id="asym"),
+    ],
+)
 @pytest.mark.parametrize("cip", [True, False], ids=["include", "exclude"])
 def test_avg_pool2d_ceil_mode_pytorch_rule(shape, k, stride, pads, cip):
     # With count_include_pad the divisor counts padding but not the ceil_mode overhang.
@@ -271,13 +338,16 @@ def test_global_pools(shape):
     assert_close(cpu.global_max_pool(x), ort_run("GlobalMaxPool", {"x": x}))
 
 
-@pytest.mark.parametrize("shape,out_size", [
-    ((1, 3, 7, 7), (1, 1)),
-    ((2, 2, 10, 9), (3, 4)),
-    ((1, 2, 5, 6), (5, 6)),
-    ((1, 2, 4, 4), (7, 7)),  # output larger than input: bins overlap
-    ((1, 2, 12, 12), (6, 6)),
-])
+@pytest.mark.parametrize(
+    "shape,out_size",
+    [
+        ((1, 3, 7, 7), (1, 1)),
+        ((2, 2, 10, 9), (3, 4)),
+        ((1, 2, 5, 6), (5, 6)),
+        ((1, 2, 4, 4), (7, 7)),  # output larger than input: bins overlap
+        ((1, 2, 12, 12), (6, 6)),
+    ],
+)
 def test_adaptive_pools(shape, out_size):
     x = rand(*shape)
     assert_close(cpu.adaptive_avg_pool2d(x, out_size), reference.adaptive_avg_pool2d(x, out_size))
@@ -345,17 +415,20 @@ def _act_input():
     return x
 
 
-@pytest.mark.parametrize("name,args,onnx_op,onnx_attrs,onnx_extra_inputs", [
-    ("relu", (), "Relu", {}, {}),
-    ("relu6", (), "Clip", {}, {"lo": np.float32(0.0), "hi": np.float32(6.0)}),
-    ("clip", (-1.5, 2.5), "Clip", {}, {"lo": np.float32(-1.5), "hi": np.float32(2.5)}),
-    ("leaky_relu", (0.1,), "LeakyRelu", {"alpha": 0.1}, {}),
-    ("sigmoid", (), "Sigmoid", {}, {}),
-    ("tanh", (), "Tanh", {}, {}),
-    ("hardswish", (), "HardSwish", {}, {}),
-    ("hardsigmoid", (0.2, 0.5), "HardSigmoid", {"alpha": 0.2, "beta": 0.5}, {}),
-    ("hardsigmoid", (), "HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}, {}),
-])
+@pytest.mark.parametrize(
+    "name,args,onnx_op,onnx_attrs,onnx_extra_inputs",
+    [
+        ("relu", (), "Relu", {}, {}),
+        ("relu6", (), "Clip", {}, {"lo": np.float32(0.0), "hi": np.float32(6.0)}),
+        ("clip", (-1.5, 2.5), "Clip", {}, {"lo": np.float32(-1.5), "hi": np.float32(2.5)}),
+        ("leaky_relu", (0.1,), "LeakyRelu", {"alpha": 0.1}, {}),
+        ("sigmoid", (), "Sigmoid", {}, {}),
+        ("tanh", (), "Tanh", {}, {}),
+        ("hardswish", (), "HardSwish", {}, {}),
+        ("hardsigmoid", (0.2, 0.5), "HardSigmoid", {"alpha": 0.2, "beta": 0.5}, {}),
+        ("hardsigmoid", (), "HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}, {}),
+    ],
+)
 def test_activations(name, args, onnx_op, onnx_attrs, onnx_extra_inputs):
     x = _act_input()
     y = getattr(cpu, name)(x, *args)
@@ -391,15 +464,18 @@ def test_softmax(shape, axis):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sa,sb", [
-    ((2, 3, 4, 5), (2, 3, 4, 5)),
-    ((2, 3, 4, 5), (2, 3, 1, 1)),  # squeeze-and-excitation
-    ((2, 3, 1, 1), (2, 3, 4, 5)),  # either order
-    ((2, 3, 4, 5), (1, 3, 1, 1)),  # per-channel, shared by the batch
-    ((2, 3, 4, 5), (1,)),  # scalar
-    ((2, 3, 4, 5), (5,)),  # other numpy broadcasting
-    ((2, 7), (2, 7)),
-])
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((2, 3, 4, 5), (2, 3, 4, 5)),
+        ((2, 3, 4, 5), (2, 3, 1, 1)),  # squeeze-and-excitation
+        ((2, 3, 1, 1), (2, 3, 4, 5)),  # either order
+        ((2, 3, 4, 5), (1, 3, 1, 1)),  # per-channel, shared by the batch
+        ((2, 3, 4, 5), (1,)),  # scalar
+        ((2, 3, 4, 5), (5,)),  # other numpy broadcasting
+        ((2, 7), (2, 7)),
+    ],
+)
 @pytest.mark.parametrize("op", ["add", "mul"])
 def test_binary(sa, sb, op):
     a, b = rand(*sa), rand(*sb)
@@ -407,13 +483,16 @@ def test_binary(sa, sb, op):
     assert_close(y, ort_run(op.capitalize(), {"a": a, "b": b}))
 
 
-@pytest.mark.parametrize("shapes,axis", [
-    ([(1, 2, 3, 4), (1, 5, 3, 4), (1, 1, 3, 4)], 1),
-    ([(2, 2, 3, 4), (2, 3, 3, 4)], 1),
-    ([(2, 3, 2, 2), (2, 3, 5, 2)], 2),
-    ([(3, 4), (3, 6)], -1),
-    ([(1, 2, 3, 4), (2, 2, 3, 4)], 0),
-])
+@pytest.mark.parametrize(
+    "shapes,axis",
+    [
+        ([(1, 2, 3, 4), (1, 5, 3, 4), (1, 1, 3, 4)], 1),
+        ([(2, 2, 3, 4), (2, 3, 3, 4)], 1),
+        ([(2, 3, 2, 2), (2, 3, 5, 2)], 2),
+        ([(3, 4), (3, 6)], -1),
+        ([(1, 2, 3, 4), (2, 2, 3, 4)], 0),
+    ],
+)
 def test_concat(shapes, axis):
     xs = [rand(*s) for s in shapes]
     inputs = {f"x{i}": t for i, t in enumerate(xs)}
@@ -425,8 +504,13 @@ def test_upsample_nearest(shape, scale):
     x = rand(*shape)
     y = cpu.upsample_nearest(x, scale)
     scales = np.array([1.0, 1.0, *scale], dtype=np.float32)
-    ref = ort_run("Resize", {"x": x, "roi": None, "scales": scales}, mode="nearest",
-                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    ref = ort_run(
+        "Resize",
+        {"x": x, "roi": None, "scales": scales},
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
     assert_close(y, ref)
 
 
@@ -464,11 +548,14 @@ def test_identity_flatten_reshape_dropout():
     assert_close(cpu.reshape(x, (4, -1)), x.reshape(2, 4, 15))
 
 
-@pytest.mark.parametrize("n,h,w,classes,anchors,image_size", [
-    (1, 3, 4, 2, [(10.0, 14.0), (23.0, 27.0)], (96, 128)),
-    (2, 2, 2, 0, [(5.0, 7.0)], (64, 64)),
-    (1, 5, 3, 3, [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)], (416, 416)),
-])
+@pytest.mark.parametrize(
+    "n,h,w,classes,anchors,image_size",
+    [
+        (1, 3, 4, 2, [(10.0, 14.0), (23.0, 27.0)], (96, 128)),
+        (2, 2, 2, 0, [(5.0, 7.0)], (64, 64)),
+        (1, 5, 3, 3, [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)], (416, 416)),
+    ],
+)
 def test_yolo_decode(n, h, w, classes, anchors, image_size):
     x = rand(n, len(anchors) * (5 + classes), h, w, scale=2.0)
     y = cpu.yolo_decode(x, anchors, classes, image_size)
@@ -504,8 +591,12 @@ def test_each_kernel_compiles_one_signature():
     cpu.lrn(x, np.int32(3), np.float32(1e-4), 0.75, 1)
     cpu.pad(x, (1, 1, 1, 1), value=np.float32(2), mode="reflect")
     cpu.yolo_decode(rand(1, 6, 2, 2), np.array([[1, 2]]), np.int64(1), (np.int32(8), 8))
-    kernels = [obj for mod in (cpu_conv, cpu_pool, cpu_eltwise, cpu_tensor) for name, obj in vars(mod).items()
-               if name.endswith("_kernel") and hasattr(obj, "signatures")]
+    kernels = [
+        obj
+        for mod in (cpu_conv, cpu_pool, cpu_eltwise, cpu_tensor)
+        for name, obj in vars(mod).items()
+        if name.endswith("_kernel") and hasattr(obj, "signatures")
+    ]
     assert len(kernels) >= 15
     for k in kernels:
         assert len(k.signatures) <= 1, (k.py_func.__name__, k.signatures)
