@@ -122,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="dynamic", help="a fixed batch size, or 'dynamic' (default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialised weights when --weights is absent")
 
+    p = sub.add_parser("import", help="turn an ONNX model into a .cnn spec and its weights",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Read an ONNX CNN and write a readable spec: a plain chain where the graph is a "
+                       "chain, names only where branches need them, instance names from the ONNX names, shapes as "
+                       "comments. Weights go to --weights-out under the spec's weight names.",
+                       epilog="examples:\n  cnnc import resnet50.onnx -o resnet50.cnn --weights-out resnet50.safetensors\n"
+                       "  cnnc run resnet50.cnn --weights resnet50.safetensors")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-o", "--output", required=True, help="the .cnn spec to write")
+    p.add_argument("--weights-out", metavar="W", help="write the weights (.npz or .safetensors)")
+    p.add_argument("--name", help="the network's name (default: the file name)")
+
     p = sub.add_parser("ops", help="list the ops of the language with their arguments",
                        description="Print every op with its arguments and defaults.")
     p.add_argument("name", nargs="?", help="one op")
@@ -242,12 +254,26 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .onnx_import import import_model, write
+    if not args.output.endswith(".cnn"):
+        raise CnncError(Diagnostic("E403", f"{args.output}: the spec must end in .cnn", None))
+    if args.weights_out and not args.weights_out.lower().endswith((".npz", ".safetensors")):
+        raise CnncError(Diagnostic("E403", f"{args.weights_out}: weights are written as .npz or .safetensors", None))
+    text, weights = import_model(args.model, args.name)
+    write(text, weights, args.output, args.weights_out)
+    print(f"wrote {args.output}" + (f" and {args.weights_out} ({len(weights)} tensors)" if args.weights_out else
+                                    f" ({len(weights)} weight tensors not written: add --weights-out)"),
+          file=sys.stderr)
+    return 0
+
+
 def cmd_run(args) -> int:
     from .run import run_command
     return run_command(args)
 
 
-COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "init": cmd_init, "export": cmd_export,
+COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "init": cmd_init, "export": cmd_export, "import": cmd_import,
             "ops": cmd_ops}
 
 
