@@ -107,7 +107,14 @@ def set_threads(threads: int | None) -> None:
 class Program:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference",
                  threads: int | None = None):
-        table = _table(target)
+        self.cpu = None
+        if target == "cpu":
+            from .cpu_program import CpuProgram
+            try:
+                self.cpu = CpuProgram(plan, weights)
+            except KeyError as err:
+                raise PlanError(f"missing weight or op without a cpu kernel: {err.args[0]}") from None
+        table = _table("reference" if target == "cpu" else target)
         self.target = target
         self.threads = threads
         self.plan = plan
@@ -132,8 +139,9 @@ class Program:
                     self.last_use.setdefault(i, []).append(t)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.target != "reference":
+        if self.cpu is not None:
             set_threads(self.threads)
+            return self.cpu.run(inputs)
         env = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
         for i, (out, ins, listed, fn, params, attrs) in enumerate(self.steps):
             args = [env[t] for t in ins]

@@ -23,7 +23,7 @@ def lifetimes(steps: list[dict], inputs: list[str], outputs: list[str], sizes: d
     first = {name: -1 for name in inputs}
     last = {name: -1 for name in inputs}
     for i, step in enumerate(steps):
-        first[step["output"]] = i
+        first.setdefault(step["output"], i)  # a view step "re-produces" its owner: the first producer counts
         last.setdefault(step["output"], i)
         for t in step["inputs"]:
             last[t] = max(last.get(t, i), i)

@@ -91,17 +91,19 @@ def test_yolo_classes_override():
     assert g.constants["head1.conv.weight"].shape == (75, 512, 1, 1)
 
 
+@pytest.mark.parametrize("target", ["reference", "cpu"])
 @pytest.mark.parametrize("model", MODELS)
-def test_reference_numerics_match_expected(model):
-    """The specs compute the reference function: the numpy reference runtime on the zoo's seeded
-    weights and input agrees with the reference implementation's outputs (expected.npz)."""
+def test_numerics_match_expected(model, target):
+    """The specs compute the reference function: the numpy reference runtime and the Numba CPU runtime,
+    on the zoo's seeded weights and input, agree with the reference implementation's outputs
+    (expected.npz) by the fixtures' agreement rule."""
     from cnnc.runtime.executor import Program
     result = compile_spec(str(SPECS / f"{model}.cnn"))
     plan = plan_mod.from_graph(result.graph)
     weights = seeded_fixture_weights(plan["constants"])
     meta = zoo_meta(model)
     x = np.random.default_rng(1).standard_normal(meta["input_shape"]).astype(np.float32)
-    out = Program(plan, weights).run({plan["inputs"][0]["name"]: x})
+    out = Program(plan, weights, target=target).run({plan["inputs"][0]["name"]: x})
     expected = np.load(ZOO / model / "expected.npz")
     for key in expected.files:
         y, ref = out[key], expected[key]

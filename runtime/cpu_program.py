@@ -1,0 +1,233 @@
+"""The CPU target: a plan bound to Numba kernels over one planned memory arena.
+
+Binding (once per plan and weights): every step gets a runner with its weights prepared (convolution
+weights packed for their kernel); flatten/reshape/identity/dropout become views of their input.
+Per batch size (once per size, then cached): the arena is allocated from the per-sample offsets of the
+memory plan, and every tensor is a view into it. A run copies inputs in, calls one kernel per step
+and copies the outputs out. Kernels are compiled once (cache=True) and serve every batch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import cpu
+from .cpu import conv as _conv  # noqa: F401  (kernels are reached through the ops module's plans)
+from .cpu import eltwise as _elt
+from .cpu import pool as _pool
+from .cpu import tensor as _ten
+from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
+from .cpu.ops import ConvPlan, ConvTransposePlan
+from .memory import lifetimes, plan_arena
+
+VIEW_OPS = {"flatten", "reshape", "identity", "dropout"}
+
+
+def _f32(a) -> np.ndarray:
+    return np.require(np.asarray(a, dtype=np.float32), requirements=["C", "W"])
+
+
+def _act_args(op: str, attrs: dict) -> tuple[int, float, float]:
+    if op == "clip":
+        lo = -np.inf if attrs["min"] is None else float(np.float32(attrs["min"]))
+        hi = np.inf if attrs["max"] is None else float(np.float32(attrs["max"]))
+        return ACT_CLIP, lo, hi
+    if op == "leaky_relu":
+        return ACTIVATIONS[op], float(attrs["slope"]), 0.0
+    if op == "hardsigmoid":
+        return ACTIVATIONS[op], float(attrs["alpha"]), float(attrs["beta"])
+    return ACTIVATIONS[op], 0.0, 0.0
+
+
+def _binary_into(a: np.ndarray, b: np.ndarray, op: int, out: np.ndarray) -> None:
+    """out = a (op) b with the broadcasts CNNs use; `out` may be `a`."""
+    if a.shape == b.shape:
+        _elt.binary_kernel(a.reshape(-1), b.reshape(-1), op, ACT_NONE, 0.0, 0.0, out.reshape(-1))
+        return
+    if a.size < b.size:  # add and mul commute: the full-size operand first
+        a, b = b, a
+    if a.shape != out.shape:
+        raise ValueError("broadcast of both operands")  # not produced by the shape rules (checked at bind)
+    if b.size == 1:
+        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), 1, 1, a.size, 0, op, ACT_NONE, 0.0, 0.0,
+                                   out.reshape(-1))
+        return
+    n, c = a.shape[:2]
+    if b.ndim == a.ndim and b.shape[1] == c and all(d == 1 for d in b.shape[2:]) and b.shape[0] in (1, n):
+        stride = c if b.shape[0] == n else 0
+        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), n, c, a.size // (n * c), stride, op, ACT_NONE,
+                                   0.0, 0.0, out.reshape(-1))
+        return
+    np.add(a, b, out=out) if op == _elt.OP_ADD else np.multiply(a, b, out=out)
+
+
+class CpuProgram:
+    def __init__(self, plan: dict, weights: dict[str, np.ndarray]):
+        self.plan = plan
+        self.shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
+        self.input_names = [i["name"] for i in plan["inputs"]]
+        self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
+        # Views share their input's storage: `root` maps every tensor to the tensor that owns it.
+        self.root: dict[str, str] = {}
+        for step in plan["steps"]:
+            if step["op"] in VIEW_OPS:
+                self.root[step["output"]] = self.root.get(step["inputs"][0], step["inputs"][0])
+        self.runners = [self._bind(step, weights) for step in plan["steps"]]
+        # Memory plan over storage owners (views extend their owner's lifetime).
+        steps_by_root = [{"output": self.root.get(s["output"], s["output"]),
+                          "inputs": [self.root.get(i, i) for i in s["inputs"]]} for s in plan["steps"]]
+        owners = {self.root.get(s["output"], s["output"]) for s in plan["steps"]} | set(self.input_names)
+        sizes = {t: math.prod(self.shapes[t]) for t in owners}
+        outs = [self.root.get(t, t) for _, t in self.outputs]
+        intervals = [iv for iv in lifetimes(steps_by_root, self.input_names, outs, sizes)
+                     if iv.name not in self.input_names]
+        self.offsets, self.arena_per_sample = plan_arena(intervals)
+        self.no_reuse_per_sample = sum(iv.size for iv in intervals)
+        self._per_batch: dict[int, tuple] = {}
+
+    # ---- binding: one runner per step, weights prepared once
+    def _bind(self, step: dict, weights: dict[str, np.ndarray]):
+        op, a = step["op"], step["attrs"]
+        p = {role: _f32(weights[name]) for role, name in step["params"].items()}
+        if op in VIEW_OPS:
+            return None
+        if op == "conv":
+            conv = ConvPlan(p["weight"], p.get("bias"), a["stride"], a["pads"], a["dilation"], a["groups"])
+            return lambda xs, out, scratch: conv.run(xs[0], out)
+        if op == "conv_transpose":
+            convt = ConvTransposePlan(p["weight"], p.get("bias"), a["stride"], a["pads"], a["output_padding"],
+                                      a["dilation"], a["groups"])
+            self._scratch_shapes = getattr(self, "_scratch_shapes", {})
+            self._scratch_shapes[step["output"]] = (convt.gemm, self.shapes[step["inputs"][0]])
+            return lambda xs, out, scratch: convt.run(xs[0], out, scratch)
+        if op == "maxpool":
+            (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+            pt, pl = a["pads"][:2]
+            return lambda xs, out, s: _pool.max_pool2d_kernel(xs[0], kh, kw, sh, sw, pt, pl, dh, dw, out)
+        if op == "avgpool":
+            (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+            pt, pl, pb, pr = a["pads"]
+            cip = int(bool(a["count_include_pad"]))
+            return lambda xs, out, s: _pool.avg_pool2d_kernel(xs[0], kh, kw, sh, sw, pt, pl, pb, pr, cip, out)
+        if op == "global_avgpool":
+            return lambda xs, out, s: _pool.global_avg_pool_kernel(xs[0], out)
+        if op == "global_maxpool":
+            return lambda xs, out, s: _pool.global_max_pool_kernel(xs[0], out)
+        if op in ("adaptive_avgpool", "adaptive_maxpool"):
+            is_max = int(op == "adaptive_maxpool")
+            return lambda xs, out, s: _pool.adaptive_pool2d_kernel(xs[0], is_max, out)
+        if op == "dense":
+            w = p["weight"]
+            bias = p.get("bias", np.zeros(w.shape[0], np.float32))
+            return lambda xs, out, s: _ten.dense_kernel(xs[0], w, bias, ACT_NONE, 0.0, 0.0, out)
+        if op in ("batchnorm", "affine"):
+            c = self.shapes[step["inputs"][0]][0]
+            weight = p.get("weight", np.ones(c, np.float32))
+            bias = p.get("bias", np.zeros(c, np.float32))
+            if op == "batchnorm":
+                mean, var, eps = p["running_mean"], p["running_var"], float(a["eps"])
+            else:
+                mean, var, eps = np.zeros(c, np.float32), np.ones(c, np.float32), 0.0
+
+            def run_bn(xs, out, s):
+                n = xs[0].shape[0]
+                _elt.batchnorm_kernel(xs[0].reshape(n, c, -1), weight, bias, mean, var, eps, ACT_NONE, 0.0, 0.0,
+                                      out.reshape(n, c, -1))
+            return run_bn
+        if op in ACTIVATIONS or op in ("clip", "leaky_relu", "hardsigmoid"):
+            code, x1, x2 = _act_args(op, a)
+            return lambda xs, out, s: _elt.activation_kernel(xs[0].reshape(-1), code, x1, x2, out.reshape(-1))
+        if op == "softmax":
+            axis = a["axis"]
+
+            def run_softmax(xs, out, s):
+                x = xs[0]
+                outer = math.prod(x.shape[:axis])
+                inner = math.prod(x.shape[axis + 1:])
+                _elt.softmax_kernel(x.reshape(outer, x.shape[axis], inner), out.reshape(outer, x.shape[axis], inner))
+            return run_softmax
+        if op == "lrn":
+            size, alpha, beta, k = int(a["size"]), float(a["alpha"]), float(a["beta"]), float(a["k"])
+
+            def run_lrn(xs, out, s):
+                n, c = xs[0].shape[:2]
+                _elt.lrn_kernel(xs[0].reshape(n, c, -1), size, alpha, beta, k, out.reshape(n, c, -1))
+            return run_lrn
+        if op in ("add", "mul"):
+            code = _elt.OP_ADD if op == "add" else _elt.OP_MUL
+
+            def run_binary(xs, out, s):
+                _binary_into(xs[0], xs[1], code, out)
+                for x in xs[2:]:
+                    _binary_into(out, x, code, out)
+            return run_binary
+        if op == "concat":
+            axis = a["axis"]
+
+            def run_concat(xs, out, s):
+                outer = math.prod(out.shape[:axis])
+                o2 = out.reshape(outer, -1)
+                offset = 0
+                for x in xs:
+                    x2 = x.reshape(outer, -1)
+                    _ten.copy_into_kernel(x2, offset, o2)
+                    offset += x2.shape[1]
+            return run_concat
+        if op == "upsample":
+            fh, fw = a["scale"]
+            return lambda xs, out, s: _ten.upsample_nearest_kernel(xs[0], fh, fw, out)
+        if op == "pad":
+            pt, pl, pb, pr = a["pads"]
+            mode, value = _ten.PAD_MODES[a["mode"]], float(a["value"])
+
+            def run_pad(xs, out, s):
+                x = xs[0]
+                n, c, h, w = x.shape
+                _ten.pad_kernel(x.reshape(n * c, 1, h, w), pt, pl, pb, pr, mode, value,
+                                out.reshape(n * c, 1, out.shape[2], out.shape[3]))
+            return run_pad
+        if op == "yolo":
+            anchors = np.ascontiguousarray(np.asarray(a["anchors"], np.float32).reshape(-1, 2))
+            img_h, img_w = (float(v) for v in a["image_size"])
+            return lambda xs, out, s: _ten.yolo_decode_kernel(xs[0], anchors, img_h, img_w, out)
+        raise KeyError(op)
+
+    # ---- per batch size: the arena and every tensor's view into it
+    def _buffers(self, n: int):
+        cached = self._per_batch.get(n)
+        if cached is not None:
+            return cached
+        arena = np.empty(self.arena_per_sample * n, np.float32)
+        views = {}
+        for t, off in self.offsets.items():
+            size = math.prod(self.shapes[t])
+            views[t] = arena[off * n: (off + size) * n].reshape(n, *self.shapes[t])
+        scratch = {}
+        for out_name, (gemm, in_shape) in getattr(self, "_scratch_shapes", {}).items():
+            scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
+        if len(self._per_batch) >= 4:  # keep a few batch sizes, not every one ever seen
+            self._per_batch.pop(next(iter(self._per_batch)))
+        self._per_batch[n] = (arena, views, scratch)
+        return self._per_batch[n]
+
+    def view(self, views, inputs, t: str, n: int) -> np.ndarray:
+        owner = self.root.get(t, t)
+        base = inputs[owner] if owner in inputs else views[owner]
+        return base.reshape(n, *self.shapes[t])
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(inputs.values())))
+        _, views, scratch = self._buffers(n)
+        feeds = {k: _f32(v) for k, v in inputs.items()}
+        for step, runner in zip(self.plan["steps"], self.runners):
+            if runner is None:
+                continue
+            xs = [self.view(views, feeds, t, n) for t in step["inputs"]]
+            out = self.view(views, feeds, step["output"], n)
+            runner(xs, out, scratch.get(step["output"]))
+        return {name: self.view(views, feeds, t, n).copy() for name, t in self.outputs}
+
+
+_unused = cpu
