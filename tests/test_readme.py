@@ -48,3 +48,13 @@ def test_first_spec_output_is_what_the_readme_shows(tmp_path, capsys):
     shown = "\n".join(line[4:] for line in shown.splitlines())
     assert main(["inspect", str(tmp_path / "tiny.cnn")]) == 0
     assert capsys.readouterr().out.rstrip("\n") == shown
+
+
+def test_python_api_example_runs(tmp_path, monkeypatch):
+    code = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+    (tmp_path / "specs").symlink_to(ROOT / "specs")
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "specs/resnet50.cnn", "-o", "r50.safetensors"]) == 0
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (4, 1000)
