@@ -65,7 +65,8 @@ def table(graph: Graph, depth: int | None = None) -> str:
                  + (f" + {buffers:,} buffer values" if buffers else "")
                  + f"; weights {_human(4 * (params + buffers), 'B')} as float32")
     lines.append(f"MACs per sample: {macs:,} ({_human(macs)})")
-    lines.append(f"activation memory per sample: {_human(act, 'B')} (every tensor, no reuse)")
+    lines.append(f"activation memory per sample: {_human(act, 'B')} (every tensor, no reuse); "
+                 f"planned arena {_human(4 * _arena(graph), 'B')}")
     return "\n".join(lines) + "\n"
 
 
@@ -90,10 +91,16 @@ def to_json(graph: Graph) -> dict:
         "buffers": sum(numel(c.shape) for c in graph.constants.values() if not c.learnable),
         "macs": graph.macs(),
         "activation_bytes": graph.activation_bytes(),
+        "arena_bytes": 4 * _arena(graph),
         "weights": [{"name": c.name, "shape": list(c.shape), "learnable": c.learnable}
                     for c in graph.constants.values()],
         "nodes": nodes,
     }
+
+
+def _arena(graph: Graph) -> int:
+    from .plan import from_graph
+    return from_graph(graph)["memory"]["per_sample"]
 
 
 def json_text(graph: Graph) -> str:

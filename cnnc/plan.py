@@ -2,8 +2,9 @@
 
 A `.cnnplan` file is a zip archive (stored, no pickle anywhere) holding
   plan.json           the program: format version, inputs, outputs, tensors (per-sample shapes), the
-                      ordered steps (op, inputs, output, attributes, parameter names), constants, and
-                      a SHA-256 checksum of all of it and of the weights
+                      ordered steps (op, inputs, output, attributes, parameter names), constants, the
+                      memory plan (views, per-sample arena offsets), and a SHA-256 checksum of all of
+                      it and of the weights
   weights/NAME.npy    the weights, when compiled with --weights (loaded with allow_pickle=False)
 The runtime reads only this format, never the compiler's graph, so a plan can be shipped to worker
 processes. Loading verifies the format name, the version and the checksum.
@@ -53,7 +54,7 @@ def from_graph(graph) -> dict:
             "params": dict(d["params"]),
             "source": f"{span.path}:{span.line}:{span.column}" if span else None,
         })
-    return {
+    plan = {
         "format": FORMAT,
         "version": VERSION,
         "network": g.name,
@@ -67,6 +68,10 @@ def from_graph(graph) -> dict:
         "constants": [{"name": c.name, "shape": list(c.shape), "learnable": c.learnable, "init": c.init}
                       for c in g.constants.values()],
     }
+    # Buffer places are decided here, at compile time: per-sample offsets in one arena (x batch at run time).
+    from .runtime.memory import plan_memory
+    plan["memory"] = plan_memory(plan)
+    return plan
 
 
 def _digest(plan_wo_checksum: dict, weights: dict[str, np.ndarray] | None) -> str:
@@ -80,7 +85,7 @@ def _digest(plan_wo_checksum: dict, weights: dict[str, np.ndarray] | None) -> st
 def _check_structure(plan: dict) -> str | None:
     """What is wrong with the plan's layout, if anything (so a damaged plan fails here, not in the runtime)."""
     fields = {"version": int, "network": str, "inputs": list, "outputs": list, "tensors": dict, "steps": list,
-              "constants": list}
+              "constants": list, "memory": dict}
     for key, kind in fields.items():
         if not isinstance(plan.get(key), kind):
             return f"'{key}' is missing or not a {kind.__name__}"

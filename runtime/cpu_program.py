@@ -13,16 +13,12 @@ import math
 
 import numpy as np
 
-from . import cpu
-from .cpu import conv as _conv  # noqa: F401  (kernels are reached through the ops module's plans)
 from .cpu import eltwise as _elt
 from .cpu import pool as _pool
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan
-from .memory import lifetimes, plan_arena
-
-VIEW_OPS = {"flatten", "reshape", "identity", "dropout"}
+from .memory import VIEW_OPS, plan_memory
 
 
 def _f32(a) -> np.ndarray:
@@ -69,22 +65,14 @@ class CpuProgram:
         self.shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
         self.input_names = [i["name"] for i in plan["inputs"]]
         self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
-        # Views share their input's storage: `root` maps every tensor to the tensor that owns it.
-        self.root: dict[str, str] = {}
-        for step in plan["steps"]:
-            if step["op"] in VIEW_OPS:
-                self.root[step["output"]] = self.root.get(step["inputs"][0], step["inputs"][0])
+        # The memory plan decided at compile time (plans from `cnnc compile` carry it); views share
+        # their input's storage: `root` maps every tensor to the tensor that owns it.
+        memory = plan.get("memory") or plan_memory(plan)
+        self.root: dict[str, str] = dict(memory["views"])
+        self.offsets = dict(memory["offsets"])
+        self.arena_per_sample = int(memory["per_sample"])
+        self.no_reuse_per_sample = int(memory["no_reuse"])
         self.runners = [self._bind(step, weights) for step in plan["steps"]]
-        # Memory plan over storage owners (views extend their owner's lifetime).
-        steps_by_root = [{"output": self.root.get(s["output"], s["output"]),
-                          "inputs": [self.root.get(i, i) for i in s["inputs"]]} for s in plan["steps"]]
-        owners = {self.root.get(s["output"], s["output"]) for s in plan["steps"]} | set(self.input_names)
-        sizes = {t: math.prod(self.shapes[t]) for t in owners}
-        outs = [self.root.get(t, t) for _, t in self.outputs]
-        intervals = [iv for iv in lifetimes(steps_by_root, self.input_names, outs, sizes)
-                     if iv.name not in self.input_names]
-        self.offsets, self.arena_per_sample = plan_arena(intervals)
-        self.no_reuse_per_sample = sum(iv.size for iv in intervals)
         self._per_batch: dict[int, tuple] = {}
 
     # ---- binding: one runner per step, weights prepared once
@@ -229,5 +217,3 @@ class CpuProgram:
             runner(xs, out, scratch.get(step["output"]))
         return {name: self.view(views, feeds, t, n).copy() for name, t in self.outputs}
 
-
-_unused = cpu

@@ -1,8 +1,9 @@
 """Executes a compiled plan (the dict of `cnnc.plan`): the runtime's only input is the plan format.
 
-A `Program` binds a plan to its weights once, then runs batches: it walks the plan's steps in order,
-calls one kernel per step, and frees each intermediate tensor after its last use. The `reference`
-target runs the plain numpy implementations of runtime/reference.py.
+A `Program` binds a plan to its weights once, then runs batches. Targets:
+  reference  the plain numpy implementations of runtime/reference.py, one step after another, each
+             intermediate freed after its last use (the oracle the other targets are tested against);
+  cpu        the Numba kernels over a planned arena (runtime/cpu_program.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from . import reference as R
 
 
 def step_table(K) -> dict:
-    """op -> (takes a list of inputs?, function(inputs, params, attrs)), over an implementation module K
-    with the signatures of runtime/reference.py (the reference itself, or the CPU kernels' wrappers)."""
+    """op -> (takes a list of inputs?, function(inputs, params, attrs)), over a module K with the
+    signatures of runtime/reference.py (the reference itself; runtime/cpu/ops.py has the same ones)."""
 
     def conv(x, p, a):
         return K.conv2d(x, p["weight"], p.get("bias"), a["stride"], a["pads"], a["dilation"], a["groups"])
@@ -91,9 +92,6 @@ class PlanError(Exception):
 def _table(target: str) -> dict:
     if target == "reference":
         return REFERENCE_STEPS
-    if target == "cpu":
-        from . import cpu
-        return step_table(cpu)
     raise PlanError(f"unknown target {target!r} (targets: cpu, reference)")
 
 
@@ -108,17 +106,18 @@ class Program:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference",
                  threads: int | None = None):
         self.cpu = None
+        self.target = target
+        self.threads = threads
+        self.plan = plan
+        self.steps = []
         if target == "cpu":
             from .cpu_program import CpuProgram
             try:
                 self.cpu = CpuProgram(plan, weights)
             except KeyError as err:
                 raise PlanError(f"missing weight or op without a cpu kernel: {err.args[0]}") from None
-        table = _table("reference" if target == "cpu" else target)
-        self.target = target
-        self.threads = threads
-        self.plan = plan
-        self.steps = []
+            return
+        table = _table(target)
         for step in plan["steps"]:
             if step["op"] not in table:
                 raise PlanError(f"op {step['op']} has no {target} kernel")

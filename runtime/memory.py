@@ -7,7 +7,11 @@ multiplied by the batch at run time: one plan serves every batch. Tensors are pl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+# Ops whose output is a view of their input's storage (no copy, no buffer of their own).
+VIEW_OPS = frozenset({"flatten", "reshape", "identity", "dropout"})
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,23 @@ def plan_arena(intervals: list[Interval], align: int = 16) -> tuple[dict[str, in
 
 def no_reuse_size(intervals: list[Interval]) -> int:
     return sum(iv.size for iv in intervals)
+
+
+def plan_memory(plan: dict) -> dict:
+    """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), each
+    owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
+    size without reuse. Network inputs live outside the arena (the caller's arrays)."""
+    shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
+    inputs = [i["name"] for i in plan["inputs"]]
+    views: dict[str, str] = {}
+    for step in plan["steps"]:
+        if step["op"] in VIEW_OPS:
+            views[step["output"]] = views.get(step["inputs"][0], step["inputs"][0])
+    owner = lambda t: views.get(t, t)  # noqa: E731
+    steps = [{"output": owner(s["output"]), "inputs": [owner(i) for i in s["inputs"]]} for s in plan["steps"]]
+    owners = {owner(s["output"]) for s in plan["steps"]} | set(inputs)
+    sizes = {t: math.prod(shapes[t]) for t in owners}
+    outs = [owner(o["tensor"]) for o in plan["outputs"]]
+    intervals = [iv for iv in lifetimes(steps, inputs, outs, sizes) if iv.name not in inputs]
+    offsets, total = plan_arena(intervals)
+    return {"views": views, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse_size(intervals)}

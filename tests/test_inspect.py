@@ -50,8 +50,9 @@ def test_table_depth_2(capsys):
     assert "layer2.0" in names and "layer2.1" in names and "layer2.0.conv1" not in names
 
 
-def test_json_lenet5(capsys):
-    code, out, _ = run(capsys, "inspect", str(SPECS / "lenet5.cnn"), "--format", "json")
+def test_json_lenet5(capsys, monkeypatch):
+    monkeypatch.chdir(SPECS.parent)  # source locations in the snapshot are relative to the checkout
+    code, out, _ = run(capsys, "inspect", "specs/lenet5.cnn", "--format", "json")
     data = json.loads(out)
     assert data["parameters"] == 61706 and data["macs"] == 416520
     assert data["weights"][0] == {"name": "conv1.weight", "shape": [6, 1, 5, 5], "learnable": True}
