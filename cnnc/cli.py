@@ -156,7 +156,9 @@ def cmd_inspect(args) -> int:
     from . import inspect as ins
     if args.depth is not None and args.depth < 1:
         raise CnncError(Diagnostic("E203", "--depth must be at least 1", None))
-    result = _compile(args, stop_after=args.after)
+    # The table, JSON and dot show the network as written (after dead-code elimination), not the fused
+    # kernels: use --after PASS to see what a later pass made of it.
+    result = _compile(args, stop_after=args.after or "dce")
     _print_warnings(result.warnings, args.error_format)
     g = result.graph
     if args.after or args.format == "text":
@@ -240,7 +242,7 @@ def cmd_export(args) -> int:
         if batch < 1:
             raise CnncError(Diagnostic("E203", f"--batch must be a positive integer or 'dynamic', found {args.batch}",
                                        None))
-    result = _compile(args)
+    result = _compile(args, stop_after="dce")  # every instance keeps its own ONNX node
     _print_warnings(result.warnings, args.error_format)
     constants = plan_mod.from_graph(result.graph)["constants"]
     if args.weights:

@@ -85,6 +85,24 @@ class Graph:
             self.constants.pop(cname, None)
         self.g.remove_node(name)
 
+    def move_params(self, src: str, dst: str, prefix: str) -> None:
+        """Hand `src`'s weights to `dst` under roles `prefix + role`; the weight names do not change
+        (weight files keep matching), only which node uses them."""
+        for role, cname in list(self.g.nodes[src]["params"].items()):
+            c = self.constants[cname]
+            c.owner, c.role = dst, prefix + role
+            self.g.nodes[dst]["params"][prefix + role] = cname
+        self.g.nodes[src]["params"] = {}
+
+    def single_user(self, name: str) -> str | None:
+        """The only consumer of `name`, if it has exactly one and is not a graph output."""
+        users = self.users(name)
+        if len(users) != 1 or name in self.outputs.values():
+            return None
+        if self.g.nodes[users[0]]["inputs"].count(name) != 1:
+            return None
+        return users[0]
+
     def replace_uses(self, old: str, new: str) -> None:
         """Make every consumer (and graph output) of `old` read `new` instead."""
         for user in list(self.g.successors(old)):

@@ -89,7 +89,7 @@ def export(graph, weights: dict[str, np.ndarray], opset: int = 17, batch: int | 
         target = out_by_node.get(name)
         if target is not None:
             b.names.add(target)
-        tensor[name] = _emit(b, name, d, xs, graph, target)
+        tensor[name] = _emit_with_epilogue(b, name, d, xs, graph, target)
     outputs = []
     for out_name, node in graph.outputs.items():
         value = tensor[node]
@@ -101,6 +101,28 @@ def export(graph, weights: dict[str, np.ndarray], opset: int = 17, batch: int | 
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="cnnc")
     model.ir_version = min(model.ir_version, 8 if opset <= 17 else model.ir_version)
     return model
+
+
+def _emit_with_epilogue(b: _Builder, name: str, d: dict, xs: list[str], graph, output: str | None) -> str:
+    """A fused node (fold_batchnorm / fuse_activation) exports as the op followed by its batchnorm and
+    activation, so the ONNX graph is standard whatever passes ran."""
+    a = d["attrs"]
+    if "bn_eps" not in a and "act" not in a:
+        return _emit(b, name, d, xs, graph, output)
+    core = dict(d, attrs={k: v for k, v in a.items() if k not in ("bn_eps", "act")},
+                params={k: v for k, v in d["params"].items() if not k.startswith("bn_")})
+    y = _emit(b, name, core, xs, graph, None)
+    if "bn_eps" in a:
+        last = "act" not in a
+        p = d["params"]
+        y = b.node("BatchNormalization", [y, p["bn_weight"], p["bn_bias"], p["bn_running_mean"], p["bn_running_var"]],
+                   name + ".bn", output if last else None, epsilon=float(a["bn_eps"]))
+    if "act" in a:
+        op, attrs = a["act"]
+        act_node = {"op": op, "attrs": dict(attrs), "params": {}, "shape": d["shape"], "inputs": [name],
+                    "span": d["span"]}
+        y = _emit(b, name + "." + op, act_node, [y], graph, output)
+    return y
 
 
 def _emit(b: _Builder, name: str, d: dict, xs: list[str], graph, output: str | None) -> str:

@@ -37,26 +37,52 @@ def _act_args(op: str, attrs: dict) -> tuple[int, float, float]:
     return ACTIVATIONS[op], 0.0, 0.0
 
 
-def _binary_into(a: np.ndarray, b: np.ndarray, op: int, out: np.ndarray) -> None:
-    """out = a (op) b with the broadcasts CNNs use; `out` may be `a`."""
+def _epilogue_act(attrs: dict) -> tuple[int, float, float]:
+    """The fused activation of a step (`act` from the fuse_activation pass) as kernel arguments."""
+    act = attrs.get("act")
+    if act is None:
+        return ACT_NONE, 0.0, 0.0
+    return _act_args(act[0], dict(act[1]))
+
+
+def _fold_bn(weight: np.ndarray, bias: np.ndarray | None, p: dict, eps: float, axis: int, groups: int = 1):
+    """Fold a batchnorm (the `bn_*` params) into a layer's weight and bias, in float64, once.
+    `axis`: the weight axis of the output channels (0 for conv/dense, 1 for conv_transpose)."""
+    scale = p["bn_weight"].astype(np.float64) / np.sqrt(p["bn_running_var"].astype(np.float64) + eps)
+    cout = scale.shape[0]
+    w = weight.astype(np.float64)
+    if axis == 0:
+        w = w * scale.reshape((cout,) + (1,) * (w.ndim - 1))
+    else:  # conv_transpose: (Cin, Cout/g, kh, kw), output channel = group * Cout/g + j
+        cin, cog = w.shape[:2]
+        w = w.reshape(groups, cin // groups, cog, *w.shape[2:]) * scale.reshape(groups, 1, cog, 1, 1)
+        w = w.reshape(cin, cog, *weight.shape[2:])
+    b = np.zeros(cout) if bias is None else bias.astype(np.float64)
+    b = (b - p["bn_running_mean"]) * scale + p["bn_bias"]
+    return _f32(w), _f32(b)
+
+
+def _binary_into(a: np.ndarray, b: np.ndarray, op: int, out: np.ndarray, act=(ACT_NONE, 0.0, 0.0)) -> None:
+    """out = act(a (op) b) with the broadcasts CNNs use; `out` may be `a`."""
     if a.shape == b.shape:
-        _elt.binary_kernel(a.reshape(-1), b.reshape(-1), op, ACT_NONE, 0.0, 0.0, out.reshape(-1))
+        _elt.binary_kernel(a.reshape(-1), b.reshape(-1), op, *act, out.reshape(-1))
         return
     if a.size < b.size:  # add and mul commute: the full-size operand first
         a, b = b, a
     if a.shape != out.shape:
         raise ValueError("broadcast of both operands")  # not produced by the shape rules (checked at bind)
     if b.size == 1:
-        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), 1, 1, a.size, 0, op, ACT_NONE, 0.0, 0.0,
-                                   out.reshape(-1))
+        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), 1, 1, a.size, 0, op, *act, out.reshape(-1))
         return
     n, c = a.shape[:2]
     if b.ndim == a.ndim and b.shape[1] == c and all(d == 1 for d in b.shape[2:]) and b.shape[0] in (1, n):
         stride = c if b.shape[0] == n else 0
-        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), n, c, a.size // (n * c), stride, op, ACT_NONE,
-                                   0.0, 0.0, out.reshape(-1))
+        _elt.channel_binary_kernel(a.reshape(-1), b.reshape(-1), n, c, a.size // (n * c), stride, op, *act,
+                                   out.reshape(-1))
         return
     np.add(a, b, out=out) if op == _elt.OP_ADD else np.multiply(a, b, out=out)
+    if act[0] != ACT_NONE:
+        _elt.activation_kernel(out.reshape(-1), *act, out.reshape(-1))
 
 
 class CpuProgram:
@@ -81,12 +107,17 @@ class CpuProgram:
         p = {role: _f32(weights[name]) for role, name in step["params"].items()}
         if op in VIEW_OPS:
             return None
+        act = _epilogue_act(a)
+        weight, bias = p.get("weight"), p.get("bias")
+        if "bn_eps" in a:  # folded once here: the plan keeps the original weights and names
+            axis = 1 if op == "conv_transpose" else 0
+            weight, bias = _fold_bn(weight, bias, p, float(a["bn_eps"]), axis, a.get("groups", 1))
         if op == "conv":
-            conv = ConvPlan(p["weight"], p.get("bias"), a["stride"], a["pads"], a["dilation"], a["groups"])
+            conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
             return lambda xs, out, scratch: conv.run(xs[0], out)
         if op == "conv_transpose":
-            convt = ConvTransposePlan(p["weight"], p.get("bias"), a["stride"], a["pads"], a["output_padding"],
-                                      a["dilation"], a["groups"])
+            convt = ConvTransposePlan(weight, bias, a["stride"], a["pads"], a["output_padding"],
+                                      a["dilation"], a["groups"], *act)
             self._scratch_shapes = getattr(self, "_scratch_shapes", {})
             self._scratch_shapes[step["output"]] = (convt.gemm, self.shapes[step["inputs"][0]])
             return lambda xs, out, scratch: convt.run(xs[0], out, scratch)
@@ -107,9 +138,9 @@ class CpuProgram:
             is_max = int(op == "adaptive_maxpool")
             return lambda xs, out, s: _pool.adaptive_pool2d_kernel(xs[0], is_max, out)
         if op == "dense":
-            w = p["weight"]
-            bias = p.get("bias", np.zeros(w.shape[0], np.float32))
-            return lambda xs, out, s: _ten.dense_kernel(xs[0], w, bias, ACT_NONE, 0.0, 0.0, out)
+            w = weight
+            bias = bias if bias is not None else np.zeros(w.shape[0], np.float32)
+            return lambda xs, out, s: _ten.dense_kernel(xs[0], w, bias, *act, out)
         if op in ("batchnorm", "affine"):
             c = self.shapes[step["inputs"][0]][0]
             weight = p.get("weight", np.ones(c, np.float32))
@@ -121,7 +152,7 @@ class CpuProgram:
 
             def run_bn(xs, out, s):
                 n = xs[0].shape[0]
-                _elt.batchnorm_kernel(xs[0].reshape(n, c, -1), weight, bias, mean, var, eps, ACT_NONE, 0.0, 0.0,
+                _elt.batchnorm_kernel(xs[0].reshape(n, c, -1), weight, bias, mean, var, eps, *act,
                                       out.reshape(n, c, -1))
             return run_bn
         if op in ACTIVATIONS or op in ("clip", "leaky_relu", "hardsigmoid"):
@@ -147,9 +178,10 @@ class CpuProgram:
             code = _elt.OP_ADD if op == "add" else _elt.OP_MUL
 
             def run_binary(xs, out, s):
-                _binary_into(xs[0], xs[1], code, out)
-                for x in xs[2:]:
-                    _binary_into(out, x, code, out)
+                last = len(xs) - 2
+                _binary_into(xs[0], xs[1], code, out, act if last == 0 else (ACT_NONE, 0.0, 0.0))
+                for i, x in enumerate(xs[2:], start=1):
+                    _binary_into(out, x, code, out, act if i == last else (ACT_NONE, 0.0, 0.0))
             return run_binary
         if op == "concat":
             axis = a["axis"]

@@ -84,6 +84,30 @@ def step_table(K) -> dict:
 
 REFERENCE_STEPS = step_table(R)
 
+_ACT_STEPS = {op: fn for op, (_, fn) in REFERENCE_STEPS.items()
+              if op in ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid")}
+
+
+def with_epilogue(fn, attrs: dict, params: dict):
+    """The reference meaning of fused attributes: the folded batchnorm, then the activation, applied
+    after the op exactly as the unfused graph would (so the reference stays the oracle)."""
+    bn = attrs.get("bn_eps")
+    act = attrs.get("act")
+    if bn is None and act is None:
+        return fn
+    bn_params = {k[3:]: v for k, v in params.items() if k.startswith("bn_")}
+    act_fn, act_attrs = (_ACT_STEPS[act[0]], dict(act[1])) if act else (None, None)
+
+    def run(x, p, a):
+        y = fn(x, p, a)
+        if bn is not None:
+            y = R.batchnorm(y, bn_params["weight"], bn_params["bias"], bn_params["running_mean"],
+                            bn_params["running_var"], bn)
+        if act_fn is not None:
+            y = act_fn(y, {}, act_attrs)
+        return y
+    return run
+
 
 class PlanError(Exception):
     """A plan that this runtime cannot execute (unknown op, missing weight)."""
@@ -126,6 +150,7 @@ class Program:
                 params = {role: weights[name] for role, name in step["params"].items()}
             except KeyError as err:
                 raise PlanError(f"missing weight {err.args[0]}") from None
+            fn = with_epilogue(fn, step["attrs"], params)
             self.steps.append((step["output"], step["inputs"], listed, fn, params, step["attrs"]))
         # The last step that reads each tensor: intermediates are dropped right after it.
         outputs = {o["tensor"] for o in plan["outputs"]}

@@ -65,7 +65,8 @@ def test_compile_writes_a_plan_that_loads_back_identically(capsys, tmp_path):
     assert code == 0 and "wrote" in err
     plan, weights = plan_mod.load(str(out))
     assert weights is None
-    assert [s["name"] for s in plan["steps"]][:2] == ["conv1", "tanh#1"]
+    assert [s["name"] for s in plan["steps"]][:2] == ["conv1", "avgpool#1"]  # tanh runs inside conv1
+    assert plan["steps"][0]["attrs"]["act"] == ("tanh", ())
     assert plan["steps"][0]["attrs"]["kernel"] == (5, 5)
     again = tmp_path / "again.cnnplan"
     plan_mod.save(str(again), plan, None)

@@ -26,7 +26,7 @@ network dead() {
 
 
 def test_pipeline_names():
-    assert PASS_NAMES == ["expand", "infer_shapes", "dce"]
+    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation"]
 
 
 def test_dce_removes_dead_layers_and_their_weights(write_spec):
@@ -111,4 +111,85 @@ def test_pipeline_records_timings(write_spec):
     g, _ = build_graph(write_spec(DEAD_BRANCH))
     ctx = PassContext()
     run_pipeline(g, ctx)
-    assert set(ctx.timings) == {"infer_shapes", "dce"}
+    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation"}
+
+
+FUSABLE = """\
+network fusable() {
+    input x: (N, 3, 16, 16)
+    a = conv(8, 3, padding=1, bias=false)
+    bn_a = batchnorm()
+    relu()                              # conv + batchnorm + relu -> one conv
+    two = conv(8, 1)
+    side = relu(two)                    # the conv has a second user: its batchnorm stays
+    bn_two = batchnorm(two)
+    left = relu(bn_two)                 # bn_two has two users: no activation fused into it
+    right = sigmoid(bn_two)
+    s = add(left, right, side)
+    s6 = relu6()                        # add + relu6 -> one add
+    p = maxpool(s6, 2)
+    pr = relu(p)                        # relu after a pool: stays
+    after_relu = batchnorm(pr)          # batchnorm after a relu: stays
+    d = flatten(after_relu) -> dense(5) -> tanh()
+    output d, pr
+}
+"""
+
+
+def test_fusion_passes_snapshot_and_where_they_must_not_fire(write_spec):
+    from cnnc.passes import fold_batchnorm, fuse_activation
+    g, _ = build_graph(write_spec(FUSABLE))
+    before = g.dump()
+    ctx = PassContext()
+    assert fold_batchnorm.run(g, ctx) is True
+    verify.run(g, "fold_batchnorm")
+    assert "bn_a" not in g.g and g.node("a")["attrs"]["bn_eps"] == 1e-5
+    assert g.constants["bn_a.weight"].owner == "a"  # weight names unchanged: weight files still match
+    assert "bn_two" in g.g and "after_relu" in g.g  # two users; follows a relu
+    after_fold = g.dump()
+    assert fuse_activation.run(g, ctx) is True
+    verify.run(g, "fuse_activation")
+    assert g.node("a")["attrs"]["act"] == ("relu", ())
+    assert g.node("s")["attrs"]["act"] == ("relu6", ())
+    assert "left" in g.g and "right" in g.g and "side" in g.g  # bn_two and two have two users
+    assert g.node("p")["op"] == "maxpool" and "act" not in g.node("p")["attrs"] and "pr" in g.g
+    check_snapshot("fusion_passes.txt", before + "--- after fold_batchnorm ---\n" + after_fold
+                   + "--- after fuse_activation ---\n" + g.dump())
+    assert fold_batchnorm.run(g, ctx) is False and fuse_activation.run(g, ctx) is False
+
+
+def test_fused_graph_computes_the_same_function(write_spec):
+    path = write_spec(FUSABLE)
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    outs = {}
+    for label, disabled, target in (("plain", ("fold_batchnorm", "fuse_activation"), "reference"),
+                                    ("fused-ref", (), "reference"), ("fused-cpu", (), "cpu")):
+        plan = plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
+        w = initialise(plan["constants"], seed=5)
+        for c in plan["constants"]:
+            if c["name"].endswith(("running_mean", "running_var", "bias")):
+                w[c["name"]] = np.random.default_rng(len(c["name"])).uniform(0.5, 1.5, c["shape"]).astype(np.float32)
+        outs[label] = Program(plan, w, target=target).run({"x": x})
+    for label in ("fused-ref", "fused-cpu"):
+        for k, ref in outs["plain"].items():
+            assert np.max(np.abs(outs[label][k] - ref)) <= 1e-5 * max(1.0, np.max(np.abs(ref))), (label, k)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_library_same_function_with_fusion_on_and_off(model):
+    """The CPU runtime on the fused plan agrees with the unfused plan (zoo seeded weights and input)."""
+    from cnnc.weights import seeded_fixture_weights
+    from conftest import zoo_meta
+    meta = zoo_meta(model)
+    x = np.random.default_rng(1).standard_normal([1, *meta["input_shape"][1:]]).astype(np.float32)
+    outs = []
+    for disabled in ((), ("fold_batchnorm", "fuse_activation")):
+        plan = plan_mod.from_graph(compile_spec(str(SPECS / f"{model}.cnn"), disabled=disabled).graph)
+        w = seeded_fixture_weights(plan["constants"])
+        outs.append(Program(plan, w, target="cpu").run({plan["inputs"][0]["name"]: x}))
+    for k in outs[1]:
+        ref = outs[1][k]
+        if model == "yolov3_tiny" and k == "output":
+            assert np.all(np.abs(outs[0][k] - ref) <= 1e-3 * np.abs(ref) + 1e-3)
+        else:
+            assert np.max(np.abs(outs[0][k] - ref)) <= 1e-4 * np.max(np.abs(ref)), k

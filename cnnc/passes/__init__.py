@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import dce, infer_shapes, verify
+from . import dce, fold_batchnorm, fuse_activation, infer_shapes, verify
 
 
 @dataclass
@@ -22,10 +22,12 @@ class Pass:
     required: bool = False  # cannot be disabled
 
 
-# The pipeline, in order. Later issues add folding, fusion, layout and memory planning here.
+# The pipeline, in order. Memory planning runs when a plan is made (cnnc/plan.py).
 PIPELINE: list[Pass] = [
     Pass("infer_shapes", infer_shapes.run, 0, required=True),
     Pass("dce", dce.run, 1),
+    Pass("fold_batchnorm", fold_batchnorm.run, 1),
+    Pass("fuse_activation", fuse_activation.run, 1),
 ]
 
 PASS_NAMES = ["expand"] + [p.name for p in PIPELINE]
