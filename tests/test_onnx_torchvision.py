@@ -1,0 +1,64 @@
+"""ONNX exports of torchvision's classification models (the graphs, weights stripped, in
+tests/fixtures/onnx_torchvision; see its README for how they were made) import into cnnc and compute the
+same function as ONNX Runtime on the original file, with seeded weights filled in."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import numpy_helper  # noqa: E402
+
+from cnnc import plan as plan_mod  # noqa: E402
+from cnnc.cli import main  # noqa: E402
+from cnnc.compiler import compile_spec  # noqa: E402
+from cnnc.fileio import load_arrays  # noqa: E402
+from cnnc.runtime.executor import Program  # noqa: E402
+from cnnc.weights import match  # noqa: E402
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "onnx_torchvision"
+MODELS = sorted(p.stem for p in FIXTURES.glob("*.onnx"))
+
+
+def filled(model_name: str):
+    """The stripped graph with seeded weights: normal(0, 0.05), batchnorm variances uniform(0.5, 1.5)."""
+    m = onnx.load(str(FIXTURES / f"{model_name}.onnx"))
+    variances = {n.input[4] for n in m.graph.node if n.op_type == "BatchNormalization"}
+    rng = np.random.default_rng(0)
+    for init in m.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or init.raw_data or init.float_data:
+            continue
+        shape = tuple(init.dims)
+        a = rng.uniform(0.5, 1.5, shape) if init.name in variances else rng.normal(0, 0.05, shape)
+        init.CopyFrom(numpy_helper.from_array(a.astype(np.float32), init.name))
+    return m
+
+
+def test_all_families_are_there():
+    for family in ("resnet18", "resnet152", "vgg11", "vgg19", "vgg16_bn", "densenet121", "densenet201",
+                   "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b7", "googlenet",
+                   "squeezenet1_0", "squeezenet1_1", "mnasnet0_5", "mnasnet1_3"):
+        assert family in MODELS
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torchvision_export_imports_and_matches_onnxruntime(name, tmp_path):
+    m = filled(name)
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    (ref,) = sess.run(None, {inp.name: x})
+    spec, wpath = tmp_path / "m.cnn", tmp_path / "m.npz"
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(spec), "--weights-out", str(wpath)]) == 0
+    g = compile_spec(str(spec)).graph
+    plan = plan_mod.from_graph(g)
+    weights, _ = match(plan["constants"], load_arrays(str(wpath)))
+    out = Program(plan, weights, target="cpu").run({plan["inputs"][0]["name"]: x})
+    (y,) = out.values()
+    assert y.shape == ref.shape == (2, 1000)
+    assert np.max(np.abs(y - ref)) <= 1e-4 * np.max(np.abs(ref))
