@@ -108,7 +108,11 @@ def test_operator_coverage_against_onnxruntime(tmp_path):
         helper.make_node("ConvTranspose", ["cat", "wt"], ["ct"], strides=[2, 2], pads=[1, 1, 1, 1],
                          output_padding=[1, 1]),
         helper.make_node("Identity", ["ct"], ["idn"]),
-        helper.make_node("ReduceMean", ["idn"], ["rm"], axes=[2, 3], keepdims=1),
+        helper.make_node("ReduceMean", ["idn"], ["rm0"], axes=[2, 3], keepdims=1),
+        helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.float32(0.5), "half")),
+        helper.make_node("Mul", ["rm0", "half"], ["rm1"]),
+        helper.make_node("GlobalMaxPool", ["idn"], ["gm"]),
+        helper.make_node("Add", ["rm1", "gm"], ["rm"]),
         # a Shape-based flatten, as older exporters write it
         helper.make_node("Shape", ["rm"], ["shp"]),
         helper.make_node("Gather", ["shp", "zero"], ["n"], axis=0),
@@ -157,3 +161,15 @@ def test_unreadable_model(tmp_path, capsys):
     with pytest.raises(CnncError):
         from cnnc.onnx_import import import_model
         import_model(str(tmp_path / "missing.onnx"))
+
+
+def test_upsample_of_old_opsets(tmp_path):
+    nodes = [helper.make_node("Upsample", ["x", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Relu", ["up"], ["y"])]
+    m = model(nodes, [vi("x", ["N", 2, 3, 3])], [vi("y", ["N", 2, 6, 9])],
+              [init("scales", np.array([1, 1, 2, 3], np.float32))], opset=9)
+    onnx.save(m, tmp_path / "up.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    ref = ort_run(tmp_path / "up.onnx", {"x": x})
+    ours, text = import_and_run(tmp_path, tmp_path / "up.onnx", {"x": x})
+    assert "upsample((2, 3))" in text and close(ours["y"], ref["y"])
