@@ -98,6 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="FILE", help="class names, one per line, for the top-5 report")
     p.add_argument("--top", type=int, default=5, metavar="K", help="classes to report per input (default 5)")
 
+    p = sub.add_parser("bench", help="measure latency, throughput and memory; compare with ONNX Runtime and PyTorch",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Warm up, then time repeated runs on the CPU target: median and spread of latency, "
+                       "throughput, resident memory; with --compare, the same architecture and weights run by ONNX "
+                       "Runtime (through cnnc's own ONNX export) and PyTorch eager (where installed) in the same "
+                       "process, with the ratios; with --profile, a per-kernel table.",
+                       epilog="examples:\n  cnnc bench specs/resnet50.cnn --compare onnxruntime,torch\n"
+                       "  cnnc bench specs/mobilenet_v2.cnn --batch-size 1,16 --threads 2 --format json\n"
+                       "  cnnc bench specs/resnet18.cnn --profile")
+    _common(p)
+    p.add_argument("--batch-size", "-b", default="1", help="comma-separated batch sizes (default 1)")
+    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--compare", help="peers: onnxruntime, torch (comma-separated)")
+    p.add_argument("--profile", action="store_true", help="per-kernel table: time, GFLOP/s, share")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--weights", "-w", help="weights (default: cnnc init's seeded weights)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
+
     p = sub.add_parser("init", help="write initialised weights for a spec",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Write a proper initialisation: He (Kaiming) normal for convolutions and dense "
@@ -275,7 +294,14 @@ def cmd_run(args) -> int:
     return run_command(args)
 
 
-COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "init": cmd_init, "export": cmd_export, "import": cmd_import,
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    if args.warmup < 0 or args.repeat < 1:
+        raise CnncError(Diagnostic("E203", "--warmup must be >= 0 and --repeat >= 1", None))
+    return run_bench(args)
+
+
+COMMANDS = {"inspect": cmd_inspect, "compile": cmd_compile, "run": cmd_run, "bench": cmd_bench, "init": cmd_init, "export": cmd_export, "import": cmd_import,
             "ops": cmd_ops}
 
 

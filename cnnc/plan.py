@@ -52,6 +52,7 @@ def from_graph(graph) -> dict:
             "output": name,
             "attrs": {k: _jsonable(v) for k, v in sorted(d["attrs"].items())},
             "params": dict(d["params"]),
+            "macs": g.node_macs(name),
             "source": f"{span.path}:{span.line}:{span.column}" if span else None,
         })
     plan = {

@@ -10,6 +10,7 @@ and copies the outputs out. Kernels are compiled once (cache=True) and serve eve
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -237,15 +238,22 @@ class CpuProgram:
         base = inputs[owner] if owner in inputs else views[owner]
         return base.reshape(n, *self.shapes[t])
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], profile: list | None = None) -> dict[str, np.ndarray]:
+        """Run one batch. With `profile` (a list), append (step index, seconds) for every kernel call."""
         n = len(next(iter(inputs.values())))
         _, views, scratch = self._buffers(n)
         feeds = {k: _f32(v) for k, v in inputs.items()}
-        for step, runner in zip(self.plan["steps"], self.runners):
+        clock = time.perf_counter
+        for i, (step, runner) in enumerate(zip(self.plan["steps"], self.runners)):
             if runner is None:
                 continue
             xs = [self.view(views, feeds, t, n) for t in step["inputs"]]
             out = self.view(views, feeds, step["output"], n)
-            runner(xs, out, scratch.get(step["output"]))
+            if profile is None:
+                runner(xs, out, scratch.get(step["output"]))
+            else:
+                t0 = clock()
+                runner(xs, out, scratch.get(step["output"]))
+                profile.append((i, clock() - t0))
         return {name: self.view(views, feeds, t, n).copy() for name, t in self.outputs}
 

@@ -1,0 +1,303 @@
+"""`cnnc bench`: latency, throughput and memory of a network on the CPU target, with the same
+architecture and weights run by its peers in the same process (ONNX Runtime through cnnc's own ONNX
+export; PyTorch eager through torch.nn.functional, where torch is installed), and a per-kernel profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+from .errors import CnncError, Diagnostic
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process, MB (from /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def timed(fn, warmup: int, repeat: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: list[float], batch: int) -> dict:
+    ms = sorted(t * 1000 for t in times)
+    q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))]  # noqa: E731
+    median = statistics.median(ms)
+    return {"median_ms": median, "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": ms[0],
+            "throughput": batch / (median / 1000)}
+
+
+# ---- PyTorch eager: the plan's steps as torch.nn.functional calls, with the same weights --------------
+
+def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int):
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    W = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+
+    def act(y, a):
+        spec = a.get("act")
+        if spec is None:
+            return y
+        return ACTS[spec[0]](y, dict(spec[1]))
+
+    ACTS = {
+        "relu": lambda y, a: F.relu(y), "relu6": lambda y, a: F.relu6(y), "sigmoid": lambda y, a: torch.sigmoid(y),
+        "tanh": lambda y, a: torch.tanh(y), "silu": lambda y, a: F.silu(y), "hardswish": lambda y, a: F.hardswish(y),
+        "hardsigmoid": lambda y, a: torch.clamp(a["alpha"] * y + a["beta"], 0, 1),
+        "leaky_relu": lambda y, a: F.leaky_relu(y, a["slope"]),
+        "clip": lambda y, a: torch.clamp(y, a["min"], a["max"]),
+        "identity": lambda y, a: y, "dropout": lambda y, a: y,
+    }
+
+    def bn(y, p, prefix, eps):
+        return F.batch_norm(y, p[prefix + "running_mean"], p[prefix + "running_var"], p.get(prefix + "weight"),
+                            p.get(prefix + "bias"), False, 0.0, eps)
+
+    def pad4(x, pads, value=0.0, mode="constant"):
+        t, l, b, r = pads
+        return F.pad(x, (l, r, t, b), mode=mode, value=value) if mode == "constant" else F.pad(x, (l, r, t, b), mode=mode)
+
+    def step_fn(step):
+        op, a = step["op"], step["attrs"]
+        p = {role: W[name] for role, name in step["params"].items()}
+
+        def conv(xs):
+            x = xs[0]
+            t, l, b, r = a["pads"]
+            if (t, l) != (b, r):
+                x, pads = pad4(x, a["pads"]), 0
+            else:
+                pads = (t, l)
+            return F.conv2d(x, p["weight"], p.get("bias"), a["stride"], pads, a["dilation"], a["groups"])
+
+        def conv_t(xs):
+            t, l, b, r = a["pads"]
+            y = F.conv_transpose2d(xs[0], p["weight"], p.get("bias"), a["stride"], 0, a["output_padding"],
+                                   a["groups"], a["dilation"])
+            return y[:, :, t:y.shape[2] - b, l:y.shape[3] - r]
+
+        def pool(xs, kind):
+            x, (t, l, b, r) = xs[0], a["pads"]
+            if kind == "max":
+                if (t, l) != (b, r):
+                    return F.max_pool2d(pad4(x, a["pads"], float("-inf")), a["kernel"], a["stride"], 0, a["dilation"],
+                                        ceil_mode=a["ceil_mode"])
+                return F.max_pool2d(x, a["kernel"], a["stride"], (t, l), a["dilation"], ceil_mode=a["ceil_mode"])
+            return F.avg_pool2d(x, a["kernel"], a["stride"], (t, l), a["ceil_mode"], a["count_include_pad"])
+
+        def binary(xs, fn):
+            y = xs[0]
+            for x in xs[1:]:
+                y = fn(y, x)
+            return y
+
+        def yolo(xs):
+            x = xs[0]
+            anchors = torch.tensor(a["anchors"], dtype=torch.float32)
+            na, nc = len(a["anchors"]), a["classes"]
+            n, _, h, w = x.shape
+            y = x.reshape(n, na, 5 + nc, h, w).permute(0, 1, 3, 4, 2)
+            rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            bx = (torch.sigmoid(y[..., 0]) + cols) * (a["image_size"][1] / w)
+            by = (torch.sigmoid(y[..., 1]) + rows) * (a["image_size"][0] / h)
+            bw = torch.exp(y[..., 2]) * anchors[:, 0].reshape(1, na, 1, 1)
+            bh = torch.exp(y[..., 3]) * anchors[:, 1].reshape(1, na, 1, 1)
+            rest = torch.sigmoid(y[..., 4:])
+            return torch.cat([bx[..., None], by[..., None], bw[..., None], bh[..., None], rest], -1).reshape(n, -1, 5 + nc)
+
+        table = {
+            "conv": conv, "conv_transpose": conv_t,
+            "maxpool": lambda xs: pool(xs, "max"), "avgpool": lambda xs: pool(xs, "avg"),
+            "global_avgpool": lambda xs: F.adaptive_avg_pool2d(xs[0], 1),
+            "global_maxpool": lambda xs: F.adaptive_max_pool2d(xs[0], 1),
+            "adaptive_avgpool": lambda xs: F.adaptive_avg_pool2d(xs[0], a["size"]),
+            "adaptive_maxpool": lambda xs: F.adaptive_max_pool2d(xs[0], a["size"]),
+            "dense": lambda xs: F.linear(xs[0], p["weight"], p.get("bias")),
+            "batchnorm": lambda xs: bn(xs[0], p, "", a["eps"]),
+            "affine": lambda xs: xs[0] * p.get("weight", torch.ones(xs[0].shape[1])).reshape(
+                (1, -1) + (1,) * (xs[0].dim() - 2)) + p.get("bias", torch.zeros(xs[0].shape[1])).reshape(
+                (1, -1) + (1,) * (xs[0].dim() - 2)),
+            "lrn": lambda xs: F.local_response_norm(xs[0], a["size"], a["alpha"], a["beta"], a["k"]),
+            "softmax": lambda xs: F.softmax(xs[0], a["axis"]),
+            "add": lambda xs: binary(xs, torch.add), "mul": lambda xs: binary(xs, torch.mul),
+            "concat": lambda xs: torch.cat(xs, a["axis"]),
+            "upsample": lambda xs: F.interpolate(xs[0], scale_factor=a["scale"], mode="nearest"),
+            "pad": lambda xs: pad4(xs[0], a["pads"], a["value"], {"replicate": "replicate", "reflect": "reflect"}.get(
+                a["mode"], "constant")),
+            "flatten": lambda xs: torch.flatten(xs[0], a["start"]),
+            "reshape": lambda xs: xs[0].reshape(xs[0].shape[0], *a["shape"]),
+            "yolo": yolo,
+        }
+        if op in ACTS:
+            fn = lambda xs: ACTS[op](xs[0], a)  # noqa: E731
+        else:
+            fn = table[op]
+        eps = a.get("bn_eps")
+        return lambda xs: act(bn(fn(xs), p, "bn_", eps) if eps is not None else fn(xs), a)
+
+    steps = [(s["output"], s["inputs"], step_fn(s)) for s in plan["steps"]]
+    outputs = [o["tensor"] for o in plan["outputs"]]
+
+    def run(x: np.ndarray):
+        with torch.inference_mode():
+            env = {plan["inputs"][0]["name"]: torch.from_numpy(x)}
+            for out, ins, fn in steps:
+                env[out] = fn([env[i] for i in ins])
+            return [env[o].numpy() for o in outputs]
+    return run
+
+
+def ort_runner(graph, weights, threads: int, tmpdir: str):
+    import onnxruntime as ort
+    from .onnx_export import export, save
+    path = os.path.join(tmpdir, "model.onnx")
+    save(export(graph, weights), path, full_check=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})
+
+
+def run_bench(args) -> int:
+    from . import plan as plan_mod
+    from .compiler import compile_spec, parse_overrides
+    from .model import load
+    try:
+        batches = [int(b) for b in str(args.batch_size).split(",")]
+    except ValueError:
+        batches = [0]
+    if any(b < 1 for b in batches):
+        raise CnncError(Diagnostic("E203", f"--batch-size must be positive integers, found {args.batch_size}", None))
+    import numba
+    threads = args.threads or numba.config.NUMBA_NUM_THREADS
+    peers = [p for p in (args.compare.split(",") if args.compare else []) if p]
+    for p in peers:
+        if p not in ("onnxruntime", "torch"):
+            raise CnncError(Diagnostic("E201", f"unknown peer '{p}'", None, "peers: onnxruntime, torch"))
+    overrides = parse_overrides(args.set)
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    model = load(args.spec, weights=args.weights, target="cpu", threads=threads, seed=0, network=args.network,
+                 include=tuple(args.include), **overrides)
+    load_s = time.perf_counter() - t0
+    plan = model.plan
+    if len(plan["inputs"]) != 1:
+        raise CnncError(Diagnostic("E241", "cnnc bench measures networks with one input", None))
+    shape = tuple(plan["inputs"][0]["shape"])
+    name = plan["inputs"][0]["name"]
+    macs = sum(s.get("macs", 0) for s in plan["steps"])
+    report = {"network": plan["network"], "threads": threads, "gmacs_per_sample": macs / 1e9, "load_s": load_s,
+              "results": []}
+    unfused = None
+    for batch in batches:
+        x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
+        times = timed(lambda: model.program.run({name: x}), args.warmup, args.repeat)
+        row = {"engine": "cnnc", "batch": batch, **summary(times, batch), "rss_mb": rss_mb() - rss0}
+        report["results"].append(row)
+        for peer in peers:
+            try:
+                if unfused is None:
+                    res = compile_spec(args.spec, overrides, args.network, tuple(args.include), stop_after="dce")
+                    unfused = (res.graph, plan_mod.from_graph(res.graph))
+                    wts = _weights_for(model, args)
+                graph, uplan = unfused
+                before = rss_mb()
+                if peer == "onnxruntime":
+                    with tempfile.TemporaryDirectory() as tmp:
+                        fn = ort_runner(graph, wts, threads, tmp)
+                        ptimes = timed(lambda: fn(x), args.warmup, args.repeat)
+                else:
+                    fn = torch_runner(uplan, wts, threads)
+                    ptimes = timed(lambda: fn(x), args.warmup, args.repeat)
+            except ImportError as err:
+                report["results"].append({"engine": peer, "batch": batch, "error": f"not installed ({err.name})"})
+                continue
+            prow = {"engine": peer, "batch": batch, **summary(ptimes, batch), "rss_mb": rss_mb() - before}
+            prow["cnnc_ratio"] = row["median_ms"] / prow["median_ms"]
+            report["results"].append(prow)
+    if args.profile:
+        report["profile"] = _profile(model, name, shape, batches[0], args)
+    if args.format == "json":
+        print(json.dumps(report, indent=1))
+    else:
+        _print_report(report, macs)
+    return 0
+
+
+def _weights_for(model, args) -> dict:
+    from .weights import initialise
+    from .weights import load as load_weights
+    if args.weights:
+        return load_weights(args.weights, model.plan["constants"])[0]
+    return initialise(model.plan["constants"], 0)
+
+
+def _profile(model, name, shape, batch, args) -> list[dict]:
+    x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
+    cpu = model.program.cpu
+    for _ in range(max(1, args.warmup)):
+        cpu.run({name: x})
+    per_step: dict[int, list[float]] = {}
+    for _ in range(args.repeat):
+        prof: list = []
+        cpu.run({name: x}, profile=prof)
+        for i, t in prof:
+            per_step.setdefault(i, []).append(t)
+    total = sum(statistics.median(v) for v in per_step.values())
+    rows = []
+    for i, ts in per_step.items():
+        s = model.plan["steps"][i]
+        t = statistics.median(ts)
+        op = s["op"] + ("+bn" if "bn_eps" in s["attrs"] else "") + (f"+{s['attrs']['act'][0]}" if "act" in s["attrs"] else "")
+        macs = s.get("macs", 0) * batch
+        rows.append({"step": s["name"], "op": op, "shape": [batch, *model.plan["tensors"][s["output"]]],
+                     "ms": t * 1000, "gflops": 2 * macs / t / 1e9 if t > 0 and macs else 0.0,
+                     "share": t / total if total else 0.0})
+    rows.sort(key=lambda r: -r["ms"])
+    return rows
+
+
+def _print_report(report: dict, macs: int) -> None:
+    print(f"{report['network']}: {report['gmacs_per_sample']:.2f} GMACs per sample, {report['threads']} threads, "
+          f"loaded in {report['load_s']:.2f} s")
+    print(f"{'engine':12s} {'batch':>5s} {'median ms':>10s} {'p10-p90 ms':>15s} {'samples/s':>10s} {'GFLOP/s':>8s} "
+          f"{'RSS +MB':>8s} {'cnnc/peer':>9s}")
+    for r in report["results"]:
+        if "error" in r:
+            print(f"{r['engine']:12s} {r['batch']:>5d} {r['error']}")
+            continue
+        gflops = 2 * macs * r["batch"] / (r["median_ms"] / 1000) / 1e9
+        ratio = f"{r['cnnc_ratio']:.2f}" if "cnnc_ratio" in r else ""
+        print(f"{r['engine']:12s} {r['batch']:>5d} {r['median_ms']:>10.2f} {r['p10_ms']:>7.2f}-{r['p90_ms']:<7.2f} "
+              f"{r['throughput']:>10.1f} {gflops:>8.1f} {r['rss_mb']:>8.1f} {ratio:>9s}")
+    if "profile" in report:
+        print()
+        print(f"{'step':40s} {'op':22s} {'shape':22s} {'ms':>8s} {'GFLOP/s':>8s} {'share':>6s}")
+        for r in report["profile"]:
+            print(f"{r['step'][:40]:40s} {r['op'][:22]:22s} {str(tuple(r['shape']))[:22]:22s} {r['ms']:>8.3f} "
+                  f"{r['gflops']:>8.1f} {100 * r['share']:>5.1f}%")
+
