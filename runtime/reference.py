@@ -27,6 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ._args import pads4 as _pads4
+from ._args import pair as _pair
+
 __all__ = [
     "conv2d",
     "conv_transpose2d",
@@ -74,25 +77,6 @@ def _f32(a) -> np.ndarray:
 def _f64(a) -> np.ndarray:
     """Float64 working copy/view for accurate accumulation (read-only use)."""
     return np.asarray(a, dtype=np.float64)
-
-
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    a, b = v
-    return int(a), int(b)
-
-
-def _pads4(pads) -> tuple[int, int, int, int]:
-    if isinstance(pads, (int, np.integer)):
-        p = int(pads)
-        return p, p, p, p
-    pads = tuple(int(p) for p in pads)
-    if len(pads) == 2:  # symmetric (ph, pw) shorthand
-        return pads[0], pads[1], pads[0], pads[1]
-    if len(pads) != 4:
-        raise ValueError(f"pads must have 4 entries (top, left, bottom, right), got {pads}")
-    return pads  # type: ignore[return-value]
 
 
 def _conv_out(size: int, k: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:

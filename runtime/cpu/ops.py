@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._args import pads4 as _pads4
+from .._args import pair as _pair
+
 from . import conv as _conv
 from . import eltwise as _elt
 from . import pool as _pool
@@ -86,25 +89,6 @@ def _f32(a) -> np.ndarray:
     """float32, C-contiguous and writeable (Numba types read-only arrays separately)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     return a if a.flags.writeable else a.copy()
-
-
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    a, b = v
-    return int(a), int(b)
-
-
-def _pads4(pads) -> tuple[int, int, int, int]:
-    if isinstance(pads, (int, np.integer)):
-        p = int(pads)
-        return p, p, p, p
-    p = tuple(int(v) for v in pads)
-    if len(p) == 2:
-        return p[0], p[1], p[0], p[1]
-    if len(p) != 4:
-        raise ValueError(f"pads must be (top, left, bottom, right), got {pads}")
-    return p  # type: ignore[return-value]
 
 
 def _bias(bias, n: int) -> np.ndarray:
