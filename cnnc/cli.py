@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=("cpu", "reference"), default="cpu",
                    help="cpu (Numba kernels, default) or reference (plain numpy)")
     p.add_argument("--strict", action="store_true", help="refuse inputs holding NaN/Inf instead of warning")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="run even when the batch's estimated memory exceeds what is available")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialised weights (default 0)")
     p.add_argument("--labels", metavar="FILE", help="class names, one per line, for the top-5 report")
     p.add_argument("--top", type=int, default=5, metavar="K", help="classes to report per input (default 5)")

@@ -39,6 +39,7 @@ CODES: dict[str, str] = {
     "E402": "bad plan file",
     "E403": "cannot write output",
     "E404": "file not found or unreadable",
+    "E405": "not enough memory for the batch",
     "E900": "internal error",
 }
 

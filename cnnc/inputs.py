@@ -82,6 +82,12 @@ def open_source(path: str | None, inputs: list[dict], strict: bool = False, seed
     """Where the run's data comes from. `inputs`: the plan's input declarations."""
     declared = {i["name"]: tuple(i["shape"]) for i in inputs}
     if path is None:
+        from .runtime.memory import MemoryLimitError, check_fits
+        try:  # the synthetic batch itself must fit (float64 while drawn, then float32)
+            check_fits(12 * batch * sum(int(np.prod(s)) for s in declared.values()), batch, None)
+        except MemoryLimitError as err:
+            raise CnncError(Diagnostic("E405", f"not enough memory for a synthetic input: {err}", None,
+                                       "use a smaller --batch-size")) from None
         rng = np.random.default_rng(seed)
         data = {name: rng.standard_normal((batch, *shape)).astype(np.float32) for name, shape in declared.items()}
         return _arrays_source(data)

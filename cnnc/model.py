@@ -20,13 +20,13 @@ from .weights import load as load_weights
 
 class Model:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "cpu", threads: int | None = None,
-                 graph=None, weights_source: str = ""):
+                 graph=None, weights_source: str = "", memory_limit: int | None = None):
         from .runtime.executor import Program, PlanError
         self.plan = plan
         self.graph = graph
         self.weights_source = weights_source
         try:
-            self.program = Program(plan, weights, target=target, threads=threads)
+            self.program = Program(plan, weights, target=target, threads=threads, memory_limit=memory_limit)
         except PlanError as err:
             raise CnncError(Diagnostic("E402", f"cannot run this plan: {err}", None)) from None
         self.input_names = [i["name"] for i in plan["inputs"]]
@@ -59,7 +59,17 @@ class Model:
         batch = {len(a) for a in checked.values()}
         if len(batch) > 1:
             raise CnncError(Diagnostic("E401", f"inputs have different batch sizes {sorted(batch)}", None))
-        return self.program.run(checked)
+        return self.run_checked(checked)
+
+    def run_checked(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run inputs already checked (the CLI's streaming path); a batch too large for memory is refused
+        before anything is allocated."""
+        from .runtime.memory import MemoryLimitError
+        try:
+            return self.program.run(inputs)
+        except MemoryLimitError as err:
+            raise CnncError(Diagnostic("E405", f"not enough memory: {err}", None,
+                                       "use a smaller --batch-size, or --no-memory-check to try anyway")) from None
 
     def __call__(self, *args, **kwargs):
         """model(x) for one input, model(a=..., b=...) for several; one output returns an array, several a dict."""
@@ -83,7 +93,7 @@ class Model:
 
 def load(path: str, weights: str | dict | None = None, target: str = "cpu", threads: int | None = None,
          allow_missing: bool = False, seed: int = 0, network: str | None = None, include: tuple[str, ...] = (),
-         **params) -> Model:
+         memory_limit: int | None = None, **params) -> Model:
     """A runnable model from a .cnn spec (compiled now; `params` override network parameters) or a
     .cnnplan file. Without weights (and none bundled in the plan), weights are `cnnc init`'s seeded ones."""
     graph = None
@@ -112,4 +122,4 @@ def load(path: str, weights: str | dict | None = None, target: str = "cpu", thre
         filler = initialise([c for c in constants if c["name"] in set(missing)], seed)
         w = {**w, **filler}
         source += f" ({len(missing)} missing tensors initialised)"
-    return Model(plan, w, target, threads, graph, source)
+    return Model(plan, w, target, threads, graph, source, memory_limit)

@@ -72,8 +72,16 @@ class Importer:
         from onnx import numpy_helper, shape_inference
         self.onnx = onnx
         self.nh = numpy_helper
+        # Shapes come from ONNX shape inference run on a copy without the weight data (only their
+        # dims matter), so a model with hundreds of MB of weights is not serialised for it.
+        inferred = None
         try:
-            model = shape_inference.infer_shapes(model)
+            light = onnx.ModelProto()
+            light.CopyFrom(model)
+            for init in light.graph.initializer:  # large weights only: small ones (scales, shapes) carry meaning
+                if init.data_type == onnx.TensorProto.FLOAT and len(init.raw_data) > 4096:
+                    init.ClearField("raw_data")
+            inferred = shape_inference.infer_shapes(light)
         except Exception:  # noqa: BLE001 - shapes are a help, not a requirement
             pass
         self.model = model
@@ -84,7 +92,8 @@ class Importer:
         init_names = set(self.consts)
         self.inputs = [i for i in g.input if i.name not in init_names]
         self.shapes: dict[str, tuple] = {}
-        for vi in list(g.input) + list(g.value_info) + list(g.output):
+        info = inferred.graph if inferred is not None else g
+        for vi in list(info.input) + list(info.value_info) + list(info.output):
             dims = vi.type.tensor_type.shape.dim
             self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
         self.alias: dict[str, str] = {}  # value -> value it is an identity of
@@ -277,7 +286,7 @@ class Importer:
         if op in ("Conv", "ConvTranspose"):
             if not self.is_const(ins[1]):
                 raise _Unsupported("the weight is not a constant")
-            w = self.const(ins[1]).astype(np.float32)
+            w = np.asarray(self.const(ins[1]), dtype=np.float32)
             if w.ndim != 4:
                 raise _Unsupported(f"only 2-D convolutions ({w.ndim - 2}-D found)")
             kernel = self._spatial(a, "kernel_shape", None) if "kernel_shape" in a else tuple(w.shape[2:])
@@ -397,7 +406,7 @@ class Importer:
         if op in ("Gemm", "MatMul"):
             if not self.is_const(ins[1]):
                 raise _Unsupported("the weight is not a constant")
-            w = self.const(ins[1]).astype(np.float32)
+            w = np.asarray(self.const(ins[1]), dtype=np.float32)
             if op == "Gemm":
                 if a.get("transA", 0):
                     raise _Unsupported("transA=1 is not supported")

@@ -91,7 +91,7 @@ def run_command(args) -> int:
     overrides = parse_overrides(args.set)
     model = load(args.spec, weights=args.weights, target=args.target, threads=args.threads,
                  allow_missing=args.allow_missing, seed=args.seed, network=args.network,
-                 include=tuple(args.include), **overrides)
+                 include=tuple(args.include), memory_limit=0 if args.no_memory_check else None, **overrides)
     t_loaded = time.perf_counter()
     if args.weights is None:
         print(f"cnnc: no --weights: running on {model.weights_source}", file=sys.stderr)
@@ -104,7 +104,7 @@ def run_command(args) -> int:
     batch_times = []
     for batch in source.batches(batch_size):
         t0 = time.perf_counter()
-        out = model.program.run(batch)
+        out = model.run_checked(batch)
         batch_times.append(time.perf_counter() - t0)
         for name, a in out.items():
             collected[name].append(a)

@@ -19,7 +19,7 @@ from .cpu import pool as _pool
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan
-from .memory import VIEW_OPS, plan_memory
+from .memory import VIEW_OPS, check_fits, plan_memory
 
 
 def _f32(a) -> np.ndarray:
@@ -87,8 +87,9 @@ def _binary_into(a: np.ndarray, b: np.ndarray, op: int, out: np.ndarray, act=(AC
 
 
 class CpuProgram:
-    def __init__(self, plan: dict, weights: dict[str, np.ndarray]):
+    def __init__(self, plan: dict, weights: dict[str, np.ndarray], memory_limit: int | None = None):
         self.plan = plan
+        self.memory_limit = memory_limit  # bytes; None: what the system has available; 0: no check
         self.shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
         self.input_names = [i["name"] for i in plan["inputs"]]
         self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
@@ -220,6 +221,11 @@ class CpuProgram:
         cached = self._per_batch.get(n)
         if cached is not None:
             return cached
+        self._per_batch.clear()  # release the previous batch size's arena before sizing a new one
+        scratch_per_sample = sum(math.prod(g.out_shape((1, *shape))) for g, shape in
+                                 getattr(self, "_scratch_shapes", {}).values())
+        outputs_per_sample = sum(math.prod(self.shapes[t]) for _, t in self.outputs)
+        check_fits(4 * n * (self.arena_per_sample + scratch_per_sample + outputs_per_sample), n, self.memory_limit)
         arena = np.empty(self.arena_per_sample * n, np.float32)
         views = {}
         for t, off in self.offsets.items():
@@ -228,8 +234,6 @@ class CpuProgram:
         scratch = {}
         for out_name, (gemm, in_shape) in getattr(self, "_scratch_shapes", {}).items():
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
-        if len(self._per_batch) >= 4:  # keep a few batch sizes, not every one ever seen
-            self._per_batch.pop(next(iter(self._per_batch)))
         self._per_batch[n] = (arena, views, scratch)
         return self._per_batch[n]
 

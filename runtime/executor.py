@@ -128,8 +128,9 @@ def set_threads(threads: int | None) -> None:
 
 class Program:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference",
-                 threads: int | None = None):
+                 threads: int | None = None, memory_limit: int | None = None):
         self.cpu = None
+        self.memory_limit = memory_limit
         self.target = target
         self.threads = threads
         self.plan = plan
@@ -137,7 +138,7 @@ class Program:
         if target == "cpu":
             from .cpu_program import CpuProgram
             try:
-                self.cpu = CpuProgram(plan, weights)
+                self.cpu = CpuProgram(plan, weights, memory_limit)
             except KeyError as err:
                 raise PlanError(f"missing weight or op without a cpu kernel: {err.args[0]}") from None
             return
@@ -166,6 +167,11 @@ class Program:
         if self.cpu is not None:
             set_threads(self.threads)
             return self.cpu.run(inputs)
+        from .memory import check_fits, plan_memory
+        n = len(next(iter(inputs.values())))
+        if not hasattr(self, "_per_sample"):
+            self._per_sample = (self.plan.get("memory") or plan_memory(self.plan))["no_reuse"]
+        check_fits(4 * n * self._per_sample, n, self.memory_limit)  # the reference may keep every tensor
         env = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
         for i, (out, ins, listed, fn, params, attrs) in enumerate(self.steps):
             args = [env[t] for t in ins]

@@ -81,3 +81,36 @@ def plan_memory(plan: dict) -> dict:
     intervals = [iv for iv in lifetimes(steps, inputs, outs, sizes) if iv.name not in inputs]
     offsets, total = plan_arena(intervals)
     return {"views": views, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse_size(intervals)}
+
+
+class MemoryLimitError(Exception):
+    """A batch would need more memory than is available (checked before allocating)."""
+
+    def __init__(self, needed: int, available: int, batch: int):
+        super().__init__(f"batch {batch} needs about {needed / 2**30:.2f} GiB, {available / 2**30:.2f} GiB available")
+        self.needed, self.available, self.batch = needed, available, batch
+
+
+def available_bytes() -> int | None:
+    """Memory the system can still give this process (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits(needed: int, batch: int, limit: int | None) -> None:
+    """Refuse before allocating when `needed` bytes exceed `limit` (None: what the system has available;
+    0: no check)."""
+    if limit == 0:
+        return
+    if limit is None:
+        limit = available_bytes()
+        if limit is None:
+            return
+    if needed > limit:
+        raise MemoryLimitError(needed, limit, batch)

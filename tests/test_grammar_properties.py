@@ -44,7 +44,10 @@ KEYWORDS = {"import", "block", "seq", "network", "input", "output", "assert", "r
             "for", "in", "repeat", "as", "group", "true", "false", "none", "and", "or", "not"}
 RESERVED = KEYWORDS | set(REGISTRY) | set(ALIASES) | set(BUILTINS) | {"N"}
 
-COMMON = dict(derandomize=True, database=None, deadline=None,
+# CI runs a fixed-seed budget; CNNC_FUZZ_SCALE=50 (say) runs fifty times as many cases, and
+# CNNC_FUZZ_SEED=random draws fresh cases instead of the fixed ones: the documented longer run.
+SCALE = max(1, int(os.environ.get("CNNC_FUZZ_SCALE", "1")))
+COMMON = dict(derandomize=os.environ.get("CNNC_FUZZ_SEED") != "random", database=None, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                      HealthCheck.data_too_large])
 
@@ -286,7 +289,7 @@ def networks(draw):
     return text, params, expected_outputs
 
 
-@settings(max_examples=70, **COMMON)
+@settings(max_examples=70 * SCALE, **COMMON)
 @given(networks())
 def test_random_valid_networks_compile_with_the_expected_parameter_count(workdir, case):
     text, params, outputs = case
@@ -406,7 +409,7 @@ def _check_diagnostics(err: CnncError, where: str):
     render(err.diagnostics, "json")
 
 
-@settings(max_examples=110, **COMMON)
+@settings(max_examples=110 * SCALE, **COMMON)
 @given(mutants())
 def test_mutated_library_specs_fail_cleanly(library_copy, mutant):
     rel, kind, data = mutant
@@ -464,7 +467,7 @@ def _padded_strategy():
     return from_lark(g, explicit=explicit)
 
 
-@settings(max_examples=120, **COMMON)
+@settings(max_examples=120 * SCALE, **COMMON)
 @given(_padded_strategy())
 def test_from_lark_programs_are_accepted_by_the_parser(source):
     with time_limit(5):
@@ -475,7 +478,7 @@ def test_from_lark_programs_are_accepted_by_the_parser(source):
             assert err.code == "E221", (source, render(err.diagnostics))
 
 
-@settings(max_examples=120, **COMMON)
+@settings(max_examples=120 * SCALE, **COMMON)
 @given(from_lark(_grammar()))
 def test_raw_from_lark_strings_fail_cleanly(source):
     with time_limit(5):
