@@ -83,7 +83,7 @@ class LimitError(CnncError):
     """An expansion limit: stops the whole expansion at once (never caught per statement)."""
 
 
-MAX_STEPS = 2_000_000  # statements executed in all (loops included): bounds any expansion's time
+MAX_STEPS = 500_000  # statements executed in all (loops included): bounds any expansion's time (about a second)
 
 
 class _Return(Exception):

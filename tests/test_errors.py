@@ -624,7 +624,7 @@ def test_E221_ten_thousand_nested_parentheses_subprocess(tmp_path):
     assert "error[E221]" in err
 
 
-def _finishes_with(tmp_path, text, codes, timeout=3.0):
+def _finishes_with(tmp_path, text, codes, timeout=10.0):
     """Run `cnnc inspect` on text in a subprocess: it must end in time with one of `codes`, no traceback."""
     path = write(tmp_path, "limit.cnn", text)
     try:
