@@ -18,7 +18,7 @@ from .cpu import eltwise as _elt
 from .cpu import pool as _pool
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
-from .cpu.ops import ConvPlan, ConvTransposePlan
+from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
 from .memory import VIEW_OPS, check_fits, plan_memory
 
 
@@ -187,16 +187,7 @@ class CpuProgram:
             return run_binary
         if op == "concat":
             axis = a["axis"]
-
-            def run_concat(xs, out, s):
-                outer = math.prod(out.shape[:axis])
-                o2 = out.reshape(outer, -1)
-                offset = 0
-                for x in xs:
-                    x2 = x.reshape(outer, -1)
-                    _ten.copy_into_kernel(x2, offset, o2)
-                    offset += x2.shape[1]
-            return run_concat
+            return lambda xs, out, s: concat_into(xs, axis, out)
         if op == "upsample":
             fh, fw = a["scale"]
             return lambda xs, out, s: _ten.upsample_nearest_kernel(xs[0], fh, fw, out)

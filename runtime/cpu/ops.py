@@ -533,14 +533,19 @@ def concat(xs, axis=1):
     shape = list(xs[0].shape)
     shape[axis] = sum(t.shape[axis] for t in xs)
     out = np.empty(shape, np.float32)
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    concat_into(xs, axis, out)
+    return out
+
+
+def concat_into(xs, axis: int, out) -> None:
+    """Copy each of `xs` into its slice of `out` along `axis` (all C-contiguous float32)."""
+    outer = int(np.prod(out.shape[:axis], dtype=np.int64))
     o2 = out.reshape(outer, -1)
     off = 0
     for t in xs:
         t2 = t.reshape(outer, -1)
         _ten.copy_into_kernel(t2, off, o2)
         off += t2.shape[1]
-    return out
 
 
 def upsample_nearest(x, scale=(2, 2)):
