@@ -101,3 +101,48 @@ def test_long_stream_keeps_flat_memory(tmp_path):
     for _ in range(60):
         model(x)
     assert rss_mb() - start < 20  # MB
+
+
+@pytest.mark.parametrize("damage", ["truncated-npz", "truncated-safetensors", "int-dtype", "header-lies", "missing"])
+def test_damaged_weight_files_are_one_clear_error(tmp_path, capsys, damage):
+    from cnnc.fileio import save_arrays
+    assert main(["init", LENET, "-o", str(tmp_path / "w.npz")]) == 0
+    w = dict(np.load(tmp_path / "w.npz"))
+    save_arrays(str(tmp_path / "w.safetensors"), w)
+    capsys.readouterr()
+    if damage == "truncated-npz":
+        data = (tmp_path / "w.npz").read_bytes()
+        path = tmp_path / "t.npz"
+        path.write_bytes(data[: len(data) // 3])
+        words = "not a readable .npz"
+    elif damage == "truncated-safetensors":
+        data = (tmp_path / "w.safetensors").read_bytes()
+        path = tmp_path / "t.safetensors"
+        path.write_bytes(data[: len(data) - 100])
+        words = "not a valid .safetensors"
+    elif damage == "header-lies":
+        data = bytearray((tmp_path / "w.safetensors").read_bytes())
+        data[0:8] = (10 ** 9).to_bytes(8, "little")
+        path = tmp_path / "h.safetensors"
+        path.write_bytes(bytes(data))
+        words = "exceeds the file"
+    elif damage == "int-dtype":
+        w["conv1.weight"] = w["conv1.weight"].astype(np.int32)
+        path = tmp_path / "i.npz"
+        np.savez(path, **w)
+        words = "conv1.weight: dtype int32, expected a float type"
+    else:
+        path = tmp_path / "none.npz"
+        words = "no such file"
+    code = main(["run", LENET, "--weights", str(path), "--output", str(tmp_path / "y.npy")])
+    err = capsys.readouterr().err
+    assert code == 1 and words in err and "Traceback" not in err
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_pickled_npz_is_refused(tmp_path, capsys):
+    """An .npz holding a pickled object array is never unpickled."""
+    np.savez(tmp_path / "evil.npz", **{"conv1.weight": np.array([{"a": 1}], dtype=object)})
+    code = main(["run", LENET, "--weights", str(tmp_path / "evil.npz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "E400" in err and "Traceback" not in err
