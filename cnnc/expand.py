@@ -500,7 +500,7 @@ class Expander:
         elif isinstance(stmt, A.ReturnStmt):
             if root:
                 raise CnncError(Diagnostic("E241", "`return` is for blocks; a network uses `output`", stmt.span))
-            raise _Return(self.eval_returnable(stmt.value, env))
+            raise _Return(self.eval(stmt.value, env))
         elif isinstance(stmt, A.IfStmt):
             for test, body in stmt.branches:
                 cond = self.eval(test, env)
@@ -572,9 +572,6 @@ class Expander:
                 raise CnncError(Diagnostic("E212", f"loop variable '{name}' shadows an existing name", span,
                                            "use a fresh name for the loop variable"))
 
-    def eval_returnable(self, expr, env):
-        return self.eval(expr, env)
-
     def input(self, stmt: A.InputStmt, env: Env, frame: Frame, root: bool):
         if not root:
             raise CnncError(Diagnostic("E241", "`input` may only appear in a network, not in a block", stmt.span,
@@ -640,10 +637,7 @@ class Expander:
         for i, st in enumerate(pl.stages):
             explicit = self.instance_name(st.instance_name, env) if st.instance_name is not None else None
             if explicit is None and n == 1 and target is not None:
-                explicit = target
-                by_target = True
-            else:
-                by_target = False
+                explicit = target  # a single call takes the statement's name as its instance name
             piped = None
             if i > 0:
                 if value is POISON or (isinstance(value, Tensor) and value.poisoned):
@@ -653,7 +647,7 @@ class Expander:
                                                f"is a {_type_name(value)}", pl.stages[i - 1].span))
                 else:
                     piped = value
-            value = self.stage(st, env, frame, piped, explicit, by_target, first=(i == 0))
+            value = self.stage(st, env, frame, piped, explicit, first=(i == 0))
         return value
 
     def instance_name(self, expr: A.Expr, env: Env) -> str:
@@ -673,7 +667,7 @@ class Expander:
                                        "names use letters, digits and '_'"))
         return name
 
-    def stage(self, st: A.Stage, env: Env, frame: Frame, piped, explicit, by_target, first):
+    def stage(self, st: A.Stage, env: Env, frame: Frame, piped, explicit, first):
         expr = st.expr
         if isinstance(expr, A.Group):
             return self.group(expr, env, frame, piped, explicit)

@@ -444,7 +444,7 @@ class Importer:
             if op in ("Sub", "Div") and ins[0] == c_name:
                 raise _Unsupported(f"{op} with the constant first is not supported")
             c = self.const(c_name).astype(np.float32)
-            self._affine(node, op, x, c, out)
+            self._affine(node, op, x, c)
             return
         if op == "Concat":
             self.add(node, "concat", ins, [], {"axis": int(a.get("axis", 1))})
@@ -498,7 +498,7 @@ class Importer:
             return
         raise _Unsupported("this operator is not supported")
 
-    def _affine(self, node, op, x, c, out):
+    def _affine(self, node, op, x, c):
         shape = self._shape_of(x)
         rank = len(shape) if shape else None
         if rank is None:
@@ -521,7 +521,6 @@ class Importer:
             self.add(node, "affine", [x], [], {"scale": False}, {"bias": vec})
         else:
             self.add(node, "affine", [x], [], {"shift": False}, {"weight": vec})
-        self.stmts[-1].output = out
 
     # ---- writing the spec
     def spec(self, name: str) -> tuple[str, dict[str, np.ndarray]]:

@@ -100,6 +100,8 @@ class CpuProgram:
         self.offsets = dict(memory["offsets"])
         self.arena_per_sample = int(memory["per_sample"])
         self.no_reuse_per_sample = int(memory["no_reuse"])
+        # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
+        self._scratch_shapes: dict[str, tuple] = {}
         self.runners = [self._bind(step, weights) for step in plan["steps"]]
         self._per_batch: dict[int, tuple] = {}
 
@@ -120,7 +122,6 @@ class CpuProgram:
         if op == "conv_transpose":
             convt = ConvTransposePlan(weight, bias, a["stride"], a["pads"], a["output_padding"],
                                       a["dilation"], a["groups"], *act)
-            self._scratch_shapes = getattr(self, "_scratch_shapes", {})
             self._scratch_shapes[step["output"]] = (convt.gemm, self.shapes[step["inputs"][0]])
             return lambda xs, out, scratch: convt.run(xs[0], out, scratch)
         if op == "maxpool":
@@ -214,7 +215,7 @@ class CpuProgram:
             return cached
         self._per_batch.clear()  # release the previous batch size's arena before sizing a new one
         scratch_per_sample = sum(math.prod(g.out_shape((1, *shape))) for g, shape in
-                                 getattr(self, "_scratch_shapes", {}).values())
+                                 self._scratch_shapes.values())
         outputs_per_sample = sum(math.prod(self.shapes[t]) for _, t in self.outputs)
         check_fits(4 * n * (self.arena_per_sample + scratch_per_sample + outputs_per_sample), n, self.memory_limit)
         arena = np.empty(self.arena_per_sample * n, np.float32)
@@ -223,7 +224,7 @@ class CpuProgram:
             size = math.prod(self.shapes[t])
             views[t] = arena[off * n: (off + size) * n].reshape(n, *self.shapes[t])
         scratch = {}
-        for out_name, (gemm, in_shape) in getattr(self, "_scratch_shapes", {}).items():
+        for out_name, (gemm, in_shape) in self._scratch_shapes.items():
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
         self._per_batch[n] = (arena, views, scratch)
         return self._per_batch[n]

@@ -142,7 +142,9 @@ class Program:
             except KeyError as err:
                 raise PlanError(f"missing weight or op without a cpu kernel: {err.args[0]}") from None
             return
+        from .memory import plan_memory
         table = _table(target)
+        self.no_reuse_per_sample = (plan.get("memory") or plan_memory(plan))["no_reuse"]
         for step in plan["steps"]:
             if step["op"] not in table:
                 raise PlanError(f"op {step['op']} has no {target} kernel")
@@ -167,11 +169,9 @@ class Program:
         if self.cpu is not None:
             set_threads(self.threads)
             return self.cpu.run(inputs)
-        from .memory import check_fits, plan_memory
+        from .memory import check_fits
         n = len(next(iter(inputs.values())))
-        if not hasattr(self, "_per_sample"):
-            self._per_sample = (self.plan.get("memory") or plan_memory(self.plan))["no_reuse"]
-        check_fits(4 * n * self._per_sample, n, self.memory_limit)  # the reference may keep every tensor
+        check_fits(4 * n * self.no_reuse_per_sample, n, self.memory_limit)  # the reference may keep every tensor
         env = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
         for i, (out, ins, listed, fn, params, attrs) in enumerate(self.steps):
             args = [env[t] for t in ins]
