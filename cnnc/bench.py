@@ -153,7 +153,15 @@ def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int):
         else:
             fn = table[op]
         eps = a.get("bn_eps")
-        return lambda xs: act(bn(fn(xs), p, "bn_", eps) if eps is not None else fn(xs), a)
+
+        def epilogue(xs):
+            y = fn(xs)
+            if eps is not None:
+                y = bn(y, p, "bn_", eps)
+            if a.get("residual"):
+                y = y + xs[1]
+            return act(y, a)
+        return epilogue
 
     steps = [(s["output"], s["inputs"], step_fn(s)) for s in plan["steps"]]
     outputs = [o["tensor"] for o in plan["outputs"]]
@@ -272,7 +280,8 @@ def _profile(model, name, shape, batch, args) -> list[dict]:
     for i, ts in per_step.items():
         s = model.plan["steps"][i]
         t = statistics.median(ts)
-        op = s["op"] + ("+bn" if "bn_eps" in s["attrs"] else "") + (f"+{s['attrs']['act'][0]}" if "act" in s["attrs"] else "")
+        op = (s["op"] + ("+bn" if "bn_eps" in s["attrs"] else "") + ("+add" if s["attrs"].get("residual") else "")
+              + (f"+{s['attrs']['act'][0]}" if "act" in s["attrs"] else ""))
         macs = s.get("macs", 0) * batch
         rows.append({"step": s["name"], "op": op, "shape": [batch, *model.plan["tensors"][s["output"]]],
                      "ms": t * 1000, "gflops": 2 * macs / t / 1e9 if t > 0 and macs else 0.0,

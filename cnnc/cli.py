@@ -9,6 +9,7 @@ import traceback
 
 from . import __version__
 from .errors import CnncError, Diagnostic, render
+from .passes import DEFAULT_OPT_LEVEL
 
 EXAMPLES = """\
 examples:
@@ -37,8 +38,8 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--network", help="which network of the file, when it defines several")
     p.add_argument("--include", action="append", default=[], metavar="DIR",
                    help="another folder that `import` may read (repeatable)")
-    p.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1, 2),
-                   help="optimisation level (default 1)")
+    p.add_argument("-O", dest="opt_level", type=int, default=DEFAULT_OPT_LEVEL, choices=(0, 1, 2),
+                   help=f"optimisation level (default {DEFAULT_OPT_LEVEL})")
     p.add_argument("--disable", action="append", default=[], metavar="PASS", help="skip a pass (repeatable)")
 
 

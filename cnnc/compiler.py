@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .errors import CnncError, Diagnostic, Span
 from .expand import Expander, Loader
 from .graph import Graph
-from .passes import PassContext, run_pipeline
+from .passes import DEFAULT_OPT_LEVEL, PassContext, run_pipeline
 
 
 @dataclass
@@ -73,7 +73,7 @@ def build_graph(path: str, overrides: dict | None = None, network: str | None = 
 
 
 def compile_spec(path: str, overrides: dict | None = None, network: str | None = None,
-                 include: tuple[str, ...] = (), opt_level: int = 1, disabled: tuple[str, ...] = (),
+                 include: tuple[str, ...] = (), opt_level: int = DEFAULT_OPT_LEVEL, disabled: tuple[str, ...] = (),
                  stop_after: str | None = None, verify: bool = True) -> CompileResult:
     graph, warnings = build_graph(path, overrides, network, include)
     ctx = PassContext(opt_level=opt_level, disabled=set(disabled), verify=verify)

@@ -104,19 +104,23 @@ def export(graph, weights: dict[str, np.ndarray], opset: int = 17, batch: int | 
 
 
 def _emit_with_epilogue(b: _Builder, name: str, d: dict, xs: list[str], graph, output: str | None) -> str:
-    """A fused node (fold_batchnorm / fuse_activation) exports as the op followed by its batchnorm and
-    activation, so the ONNX graph is standard whatever passes ran."""
+    """A fused node (fold_batchnorm / fuse_activation / fuse_residual) exports as the op followed by its
+    batchnorm, residual Add and activation, so the ONNX graph is standard whatever passes ran."""
     a = d["attrs"]
-    if "bn_eps" not in a and "act" not in a:
+    residual = bool(a.get("residual"))
+    if "bn_eps" not in a and "act" not in a and not residual:
         return _emit(b, name, d, xs, graph, output)
-    core = dict(d, attrs={k: v for k, v in a.items() if k not in ("bn_eps", "act")},
-                params={k: v for k, v in d["params"].items() if not k.startswith("bn_")})
-    y = _emit(b, name, core, xs, graph, None)
+    core = dict(d, attrs={k: v for k, v in a.items() if k not in ("bn_eps", "act", "residual")},
+                params={k: v for k, v in d["params"].items() if not k.startswith("bn_")},
+                inputs=d["inputs"][:1])
+    y = _emit(b, name, core, xs[:1], graph, None)
     if "bn_eps" in a:
-        last = "act" not in a
+        last = "act" not in a and not residual
         p = d["params"]
         y = b.node("BatchNormalization", [y, p["bn_weight"], p["bn_bias"], p["bn_running_mean"], p["bn_running_var"]],
                    name + ".bn", output if last else None, epsilon=float(a["bn_eps"]))
+    if residual:
+        y = b.node("Add", [y, xs[1]], name + ".residual", output if "act" not in a else None)
     if "act" in a:
         op, attrs = a["act"]
         act_node = {"op": op, "attrs": dict(attrs), "params": {}, "shape": d["shape"], "inputs": [name],

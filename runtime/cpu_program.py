@@ -19,7 +19,7 @@ from .cpu import pool as _pool
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
-from .memory import VIEW_OPS, check_fits, plan_memory
+from .memory import VIEW_OPS, check_fits, plan_memory, storage_owner
 
 
 def _f32(a) -> np.ndarray:
@@ -96,7 +96,7 @@ class CpuProgram:
         # The memory plan decided at compile time (plans from `cnnc compile` carry it); views share
         # their input's storage: `root` maps every tensor to the tensor that owns it.
         memory = plan.get("memory") or plan_memory(plan)
-        self.root: dict[str, str] = dict(memory["views"])
+        self.root: dict[str, str] = {t: storage_owner(memory, t) for t in self.shapes}
         self.offsets = dict(memory["offsets"])
         self.arena_per_sample = int(memory["per_sample"])
         self.no_reuse_per_sample = int(memory["no_reuse"])
@@ -118,6 +118,8 @@ class CpuProgram:
             weight, bias = _fold_bn(weight, bias, p, float(a["bn_eps"]), axis, a.get("groups", 1))
         if op == "conv":
             conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
+            if a.get("residual"):
+                return lambda xs, out, scratch: conv.run(xs[0], out, xs[1])
             return lambda xs, out, scratch: conv.run(xs[0], out)
         if op == "conv_transpose":
             convt = ConvTransposePlan(weight, bias, a["stride"], a["pads"], a["output_padding"],

@@ -3,7 +3,8 @@
 A `Program` binds a plan to its weights once, then runs batches. Targets:
   reference  the plain numpy implementations of runtime/reference.py, one step after another, each
              intermediate freed after its last use (the oracle the other targets are tested against);
-  cpu        the Numba kernels over a planned arena (runtime/cpu_program.py).
+  cpu        the Numba kernels over a planned arena (runtime/cpu_program.py);
+  cuda       the numba.cuda kernels over a planned device arena (runtime/cuda_program.py).
 """
 
 from __future__ import annotations
@@ -88,35 +89,44 @@ _ACT_STEPS = {op: fn for op, (_, fn) in REFERENCE_STEPS.items()
               if op in ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid")}
 
 
-def with_epilogue(fn, attrs: dict, params: dict):
-    """The reference meaning of fused attributes: the folded batchnorm, then the activation, applied
-    after the op exactly as the unfused graph would (so the reference stays the oracle)."""
+def with_epilogue(listed: bool, fn, attrs: dict, params: dict):
+    """The reference meaning of fused attributes, applied after the op exactly as the unfused graph would
+    (so the reference stays the oracle): the folded batchnorm, then the residual operand (`residual`: the
+    step's second input is added), then the activation. Returns (takes a list of inputs?, function)."""
     bn = attrs.get("bn_eps")
     act = attrs.get("act")
-    if bn is None and act is None:
-        return fn
+    residual = bool(attrs.get("residual"))
+    if bn is None and act is None and not residual:
+        return listed, fn
     bn_params = {k[3:]: v for k, v in params.items() if k.startswith("bn_")}
     act_fn, act_attrs = (_ACT_STEPS[act[0]], dict(act[1])) if act else (None, None)
 
-    def run(x, p, a):
-        y = fn(x, p, a)
+    def run(xs, p, a):
+        y = fn(xs, p, a) if listed else fn(xs[0], p, a)
         if bn is not None:
             y = R.batchnorm(y, bn_params["weight"], bn_params["bias"], bn_params["running_mean"],
                             bn_params["running_var"], bn)
+        if residual:
+            y = R.add(y, xs[1])
         if act_fn is not None:
             y = act_fn(y, {}, act_attrs)
         return y
-    return run
+    return True, run
 
 
 class PlanError(Exception):
     """A plan that this runtime cannot execute (unknown op, missing weight)."""
 
 
+class DeviceUnavailableError(PlanError):
+    """A target whose device cannot be used here (no GPU, no driver, package missing); the one-line
+    message says what was looked for, what was found and what to do."""
+
+
 def _table(target: str) -> dict:
     if target == "reference":
         return REFERENCE_STEPS
-    raise PlanError(f"unknown target {target!r} (targets: cpu, reference)")
+    raise PlanError(f"unknown target {target!r} (targets: cpu, cuda, reference)")
 
 
 def set_threads(threads: int | None) -> None:
@@ -130,6 +140,7 @@ class Program:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference",
                  threads: int | None = None, memory_limit: int | None = None):
         self.cpu = None
+        self.cuda = None
         self.memory_limit = memory_limit
         self.target = target
         self.threads = threads
@@ -142,6 +153,13 @@ class Program:
             except KeyError as err:
                 raise PlanError(f"missing weight or op without a cpu kernel: {err.args[0]}") from None
             return
+        if target == "cuda":
+            from .cuda_program import CudaProgram
+            try:
+                self.cuda = CudaProgram(plan, weights, memory_limit)
+            except KeyError as err:
+                raise PlanError(f"missing weight or op without a cuda kernel: {err.args[0]}") from None
+            return
         from .memory import plan_memory
         table = _table(target)
         self.no_reuse_per_sample = (plan.get("memory") or plan_memory(plan))["no_reuse"]
@@ -153,7 +171,7 @@ class Program:
                 params = {role: weights[name] for role, name in step["params"].items()}
             except KeyError as err:
                 raise PlanError(f"missing weight {err.args[0]}") from None
-            fn = with_epilogue(fn, step["attrs"], params)
+            listed, fn = with_epilogue(listed, fn, step["attrs"], params)
             self.steps.append((step["output"], step["inputs"], listed, fn, params, step["attrs"]))
         # The last step that reads each tensor: intermediates are dropped right after it.
         outputs = {o["tensor"] for o in plan["outputs"]}
@@ -169,6 +187,8 @@ class Program:
         if self.cpu is not None:
             set_threads(self.threads)
             return self.cpu.run(inputs)
+        if self.cuda is not None:
+            return self.cuda.run(inputs)
         from .memory import check_fits
         n = len(next(iter(inputs.values())))
         check_fits(4 * n * self.no_reuse_per_sample, n, self.memory_limit)  # the reference may keep every tensor

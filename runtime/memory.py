@@ -59,28 +59,74 @@ def plan_arena(intervals: list[Interval], align: int = 16) -> tuple[dict[str, in
     return offsets, total
 
 
-def no_reuse_size(intervals: list[Interval]) -> int:
-    return sum(iv.size for iv in intervals)
+# Ops whose kernels may write their output over one of their inputs (elementwise: each element is read
+# before it is written, by the same thread), and which inputs qualify.
+_ELEMENTWISE = frozenset({"relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish",
+                          "hardsigmoid", "batchnorm", "affine"})
+
+
+def in_place_candidates(step: dict) -> list[str]:
+    """The inputs whose buffer `step` may take over for its output (if they die at this step)."""
+    op = step["op"]
+    if op == "conv" and step["attrs"].get("residual"):
+        return step["inputs"][1:2]  # the skip: the kernel adds it while storing
+    if op in ("add", "mul"):
+        return step["inputs"][:2]  # later operands are read after the output is first written
+    if op in _ELEMENTWISE:
+        return step["inputs"][:1]
+    return []
 
 
 def plan_memory(plan: dict) -> dict:
-    """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), each
-    owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
-    size without reuse. Network inputs live outside the arena (the caller's arrays)."""
+    """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
+    tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
+    buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
+    size without reuse. Network inputs live outside the arena (the caller's arrays) and are never
+    written over."""
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
+    sizes = {t: math.prod(shape) for t, shape in shapes.items()}
     inputs = [i["name"] for i in plan["inputs"]]
     views: dict[str, str] = {}
     for step in plan["steps"]:
         if step["op"] in VIEW_OPS:
             views[step["output"]] = views.get(step["inputs"][0], step["inputs"][0])
-    owner = lambda t: views.get(t, t)  # noqa: E731
+    view_owner = lambda t: views.get(t, t)  # noqa: E731
+    end = len(plan["steps"])
+    last_read: dict[str, int] = {}
+    for i, step in enumerate(plan["steps"]):
+        for t in step["inputs"]:
+            last_read[view_owner(t)] = i
+    for o in plan["outputs"]:
+        last_read[view_owner(o["tensor"])] = end
+    in_place: dict[str, str] = {}
+    for i, step in enumerate(plan["steps"]):
+        if step["op"] in VIEW_OPS:
+            continue
+        out = step["output"]
+        for cand in in_place_candidates(step):
+            base = view_owner(cand)
+            if step["op"] == "conv" and base == view_owner(step["inputs"][0]):
+                continue  # a convolution reads its whole input while storing: never over it
+            if base not in inputs and last_read.get(base) == i and sizes[base] == sizes[out]:
+                in_place[out] = in_place.get(base, base)
+                break
+    memory = {"views": views, "in_place": in_place}
+    owner = lambda t: storage_owner(memory, t)  # noqa: E731
     steps = [{"output": owner(s["output"]), "inputs": [owner(i) for i in s["inputs"]]} for s in plan["steps"]]
     owners = {owner(s["output"]) for s in plan["steps"]} | set(inputs)
-    sizes = {t: math.prod(shapes[t]) for t in owners}
     outs = [owner(o["tensor"]) for o in plan["outputs"]]
-    intervals = [iv for iv in lifetimes(steps, inputs, outs, sizes) if iv.name not in inputs]
+    intervals = [iv for iv in lifetimes(steps, inputs, outs, {t: sizes[t] for t in owners})
+                 if iv.name not in inputs]
     offsets, total = plan_arena(intervals)
-    return {"views": views, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse_size(intervals)}
+    no_reuse = sum(sizes[view_owner(s["output"])] for s in plan["steps"] if s["op"] not in VIEW_OPS)
+    return {**memory, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse}
+
+
+def storage_owner(memory: dict, tensor: str) -> str:
+    """The tensor that owns `tensor`'s storage: itself, the input it is a view of, or the buffer it was
+    written over (`in_place`; plans from before in-place planning have none)."""
+    t = memory["views"].get(tensor, tensor)
+    return memory.get("in_place", {}).get(t, t)
 
 
 class MemoryLimitError(Exception):

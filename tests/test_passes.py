@@ -26,7 +26,7 @@ network dead() {
 
 
 def test_pipeline_names():
-    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation"]
+    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual"]
 
 
 def test_dce_removes_dead_layers_and_their_weights(write_spec):
@@ -111,7 +111,7 @@ def test_pipeline_records_timings(write_spec):
     g, _ = build_graph(write_spec(DEAD_BRANCH))
     ctx = PassContext()
     run_pipeline(g, ctx)
-    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation"}
+    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual"}
 
 
 FUSABLE = """\
@@ -183,7 +183,7 @@ def test_library_same_function_with_fusion_on_and_off(model):
     meta = zoo_meta(model)
     x = np.random.default_rng(1).standard_normal([1, *meta["input_shape"][1:]]).astype(np.float32)
     outs = []
-    for disabled in ((), ("fold_batchnorm", "fuse_activation")):
+    for disabled in ((), ("fold_batchnorm", "fuse_activation", "fuse_residual")):
         plan = plan_mod.from_graph(compile_spec(str(SPECS / f"{model}.cnn"), disabled=disabled).graph)
         w = seeded_fixture_weights(plan["constants"])
         outs.append(Program(plan, w, target="cpu").run({plan["inputs"][0]["name"]: x}))
@@ -193,3 +193,71 @@ def test_library_same_function_with_fusion_on_and_off(model):
             assert np.all(np.abs(outs[0][k] - ref) <= 1e-3 * np.abs(ref) + 1e-3)
         else:
             assert np.max(np.abs(outs[0][k] - ref)) <= 1e-4 * np.max(np.abs(ref)), k
+
+
+RESIDUAL = """\
+network residual() {
+    input x: (N, 8, 12, 12)
+    a = conv(x, 8, 3, padding=1)
+    s1 = add(a, x)
+    r1 = relu(s1)                       # conv + skip + relu -> one conv (never written over the input x)
+    b = conv(r1, 8, 3, padding=1, bias=false)
+    bn_b = batchnorm(b)
+    s2 = add(r1, bn_b)                  # operand order does not matter; bn folded first
+    c = conv(s2, 8, 1)
+    s3 = add(c, s2)                     # 1x1 (pointwise kernel)
+    p1 = conv(s3, 8, 3, padding=1)
+    p2 = conv(p1, 8, 1)
+    s3p = add(p2, s3)                   # s3 dies here: the 1x1 conv writes over it
+    q1 = conv(s3p, 8, 1)
+    q2 = conv(q1, 8, 3, padding=1)
+    s3q = add(s3p, q2)                  # s3p dies here: the 3x3 conv writes over it
+    used_twice = conv(s3q, 8, 1)
+    s4 = add(used_twice, s3q)           # the conv has a second user below: stays an add
+    extra = relu(used_twice)
+    d = conv(s4, 8, 3, padding=1, groups=8)
+    s5 = add(d, s4)                     # depthwise: stays an add
+    e = conv(s5, 8, 1)
+    er = relu(e)
+    s6 = add(er, s5)                    # the conv already has an activation: stays an add
+    g = conv(s6, 8, 1)
+    pooled = global_avgpool(s6)
+    s7 = add(g, pooled)                 # broadcast operand: stays an add
+    h = conv(s7, 8, 1)
+    s8 = add(h, s7, s6)                 # three operands: stays an add
+    output y = s8, extra
+}
+"""
+
+
+def test_fuse_residual_snapshot_and_where_it_must_not_fire(write_spec):
+    from cnnc.passes import fuse_residual
+    graph = compile_spec(write_spec(RESIDUAL), disabled=("fuse_residual",)).graph
+    before = graph.dump()
+    assert fuse_residual.run(graph, PassContext()) is True
+    verify.run(graph, "fuse_residual")
+    fused = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("residual")}
+    assert fused == {"a", "b", "c", "p2", "q2"}
+    assert graph.node("a")["inputs"] == ["x", "x"] and graph.node("a")["attrs"]["act"] == ("relu", ())
+    assert graph.node("b")["inputs"] == ["a", "a"] and graph.node("b")["attrs"]["bn_eps"] == 1e-5
+    assert {"s4", "s5", "s6", "s7", "s8"} <= set(graph.g)
+    check_snapshot("fuse_residual.txt", before + "--- after fuse_residual ---\n" + graph.dump())
+    assert fuse_residual.run(graph, PassContext()) is False
+    plan = plan_mod.from_graph(graph)
+    # a conv never writes over its own input (b, c read their skip as input too), nor over the network input
+    assert {"a", "b", "c"}.isdisjoint(plan["memory"]["in_place"])
+    assert plan["memory"]["in_place"]["p2"] == "c" and plan["memory"]["in_place"]["q2"] == "c"
+
+
+def test_fuse_residual_computes_the_same_function(write_spec):
+    path = write_spec(RESIDUAL)
+    x = np.random.default_rng(2).standard_normal((3, 8, 12, 12)).astype(np.float32)
+    outs = {}
+    for label, disabled, target in (("plain", ("fuse_residual",), "reference"), ("fused-ref", (), "reference"),
+                                    ("fused-cpu", (), "cpu"), ("plain-cpu", ("fuse_residual",), "cpu")):
+        plan = plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
+        w = initialise(plan["constants"], seed=7)
+        outs[label] = Program(plan, w, target=target).run({"x": x})
+    for label in ("fused-ref", "fused-cpu", "plain-cpu"):
+        for k, ref in outs["plain"].items():
+            assert np.max(np.abs(outs[label][k] - ref)) <= 1e-5 * max(1.0, np.max(np.abs(ref))), (label, k)

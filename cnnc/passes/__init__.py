@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import dce, fold_batchnorm, fuse_activation, infer_shapes, verify
+from . import dce, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, verify
 
 
 @dataclass
@@ -28,14 +28,16 @@ PIPELINE: list[Pass] = [
     Pass("dce", dce.run, 1),
     Pass("fold_batchnorm", fold_batchnorm.run, 1),
     Pass("fuse_activation", fuse_activation.run, 1),
+    Pass("fuse_residual", fuse_residual.run, 2),
 ]
 
 PASS_NAMES = ["expand"] + [p.name for p in PIPELINE]
+DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: folding and activation fusion; -O2: also residual fusion
 
 
 @dataclass
 class PassContext:
-    opt_level: int = 1
+    opt_level: int = DEFAULT_OPT_LEVEL
     disabled: set[str] = field(default_factory=set)
     verify: bool = True
     timings: dict[str, float] = field(default_factory=dict)

@@ -106,8 +106,13 @@ def pad_zero_kernel(x, pt, pl, out):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
-def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, out):
-    """Blocked direct convolution of an already padded input ``xp`` (see the module docstring)."""
+def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res, out):
+    """Blocked direct convolution of an already padded input ``xp`` (see the module docstring).
+
+    ``res``: empty, or the residual operand (flat, the output's size) added before the activation.
+    ``out`` may be the residual's buffer: each output element is then stored exactly once (tiles that
+    overlap their predecessor skip the pixels already stored), reading its residual value first.
+    """
     N, C, Hp, Wp = xp.shape
     G, NB, R, _ = wp.shape
     _, COUT, OH, OW = out.shape
@@ -124,6 +129,7 @@ def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, 
     xf = xp.reshape(-1)
     wf = wp.reshape(-1)
     of = out.reshape(-1)
+    has_res = res.size > 0
     nch = max(1, P // CHUNK)
     for item in prange(N * G * NB * nch):
         ch = item % nch
@@ -189,7 +195,15 @@ def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, 
                     acc[128 + j] += x4 * wj
                     acc[160 + j] += x5 * wj
                     acc[192 + j] += x6 * wj
-            if pq[6] == ps + 6:  # the usual case: 7 consecutive pixels
+            if has_res:  # store only pixels not stored before, each with its residual
+                first = p0 - ps
+                count = min(TP, p_end - ps)
+                for j in range(nvalid):
+                    bv = bias[bbase + j]
+                    oj = obase + j * P + ps
+                    for t in range(first, count):
+                        of[U(oj + t)] = acc[t * 32 + j] + bv + res[U(oj + t)]
+            elif pq[6] == ps + 6:  # the usual case: 7 consecutive pixels
                 for j in range(nvalid):
                     bv = bias[bbase + j]
                     oj = obase + j * P + ps
@@ -236,7 +250,7 @@ def conv_pack_pointwise_kernel(w, out):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
-def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, out):
+def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
     """1x1, stride-1, unpadded convolution as a GEMM per group: out[oc, p] = sum_ci w[oc, ci] x[ci, p].
 
     x (N, C, H, W) with H*W >= PW_PV; wq from ``conv_pack_pointwise_kernel``; out (N, COUT, H, W).
@@ -244,7 +258,9 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, out):
     channel, two vector loads of the input row, PW_MR weight broadcasts, 16 FMAs; results are
     stored as whole vectors along the output rows, so no transposition is needed.  The last
     pixel tile overlaps its predecessor instead of running short; the last channel block is
-    zero-padded and stores only its valid rows.
+    zero-padded and stores only its valid rows.  ``res`` (empty, or the residual operand, flat) is
+    added before the activation; with it, the overlapping last tile stores only pixels that no other
+    tile stores, so ``out`` may be the residual's buffer.
     """
     N, C, H, W = x.shape
     G, nob, CG, _ = wq.shape
@@ -260,6 +276,7 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, out):
     xf = x.reshape(-1)
     wf = wq.reshape(-1)
     of = out.reshape(-1)
+    has_res = res.size > 0
     for item in prange(N * G * npch * nocc):
         occ = item % nocc
         rest = item // nocc
@@ -304,7 +321,7 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, out):
                 # variable row index would keep ``acc`` out of registers for the whole kernel).
                 bb = g * COG + oc0
                 nv = min(PW_MR, COG - oc0)
-                if act == 0 and nv == PW_MR:  # common case: bias, then straight to the output
+                if act == 0 and nv == PW_MR and not has_res:  # common case: bias, then straight out
                     b0 = bias[bb]
                     b1 = bias[bb + 1]
                     b2 = bias[bb + 2]
@@ -352,28 +369,36 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, out):
                     stg[160 + v] = acc[160 + v] + b5
                     stg[192 + v] = acc[192 + v] + b6
                     stg[224 + v] = acc[224 + v] + b7
+                v0 = 0
+                if has_res:
+                    v0 = t * PW_PV - p0  # pixels before t * PW_PV belong to the previous tile
+                    for k in range(nv):
+                        o = (n * COUT + bb + k) * P + p0
+                        for v in range(v0, PW_PV):
+                            stg[k * PW_PV + v] += res[U(o + v)]
                 if act != 0:
                     act_range(stg, 0, PW_MR * PW_PV, act, act_a, act_b)
                 for k in range(nv):
                     o = (n * COUT + bb + k) * P + p0
-                    for v in range(PW_PV):
+                    for v in range(v0, PW_PV):
                         of[U(o + v)] = stg[k * PW_PV + v]
 
 
 @numba.njit(cache=True, error_model="numpy")
-def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b, out):
+def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b, res, out):
     """Dense/grouped convolution with a packed weight (``conv_pack_weight_kernel``).
 
     x (N, C, H, W); wp (G, NB, C/G*KH*KW, OCB); bias (COUT,); out (N, COUT, OH, OW).
-    pads = (pt, pl, pb, pr); the activation (act, act_a, act_b) is applied to the output.
+    pads = (pt, pl, pb, pr); ``res`` (empty, or the residual operand, flattened) is added, then the
+    activation (act, act_a, act_b) is applied to the output.
     """
     N, C, H, W = x.shape
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
-        _conv_blocked_core(x, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, out)
+        _conv_blocked_core(x, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res, out)
     else:
         xp = np.empty((N, C, H + pt + pb, W + pl + pr), np.float32)
         pad_zero_kernel(x, pt, pl, xp)
-        _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, out)
+        _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res, out)
 
 
 def transpose_as_pointwise_weight(weight, groups):

@@ -119,6 +119,9 @@ def _pool_out(size, k, s, p0, p1, d, ceil_mode) -> int:
 # ---------------------------------------------------------------------------
 
 
+_NO_RESIDUAL = np.empty(0, np.float32)
+
+
 def conv_strategy(weight_shape, groups: int, stride=(1, 1), pads=(0, 0, 0, 0), out_hw=None) -> str:
     """Which convolution kernel serves this convolution: 'depthwise', 'pointwise' or 'blocked'.
 
@@ -187,20 +190,24 @@ class ConvPlan:
             self._packed[strategy] = wp
         return self._packed[strategy]
 
-    def run(self, x, out):
+    def run(self, x, out, residual=None):
+        """out = act(conv(x) + bias [+ residual]); ``out`` may be ``residual``'s buffer."""
         sh, sw = self.stride
         dh, dw = self.dilation
         pt, pl, pb, pr = self.pads
         strategy = self.strategy(x.shape)
         wp = self.packed_weight(strategy)
+        res = _NO_RESIDUAL if residual is None else residual.reshape(-1)
         if strategy == "blocked":
             _conv.conv2d_blocked_kernel(
-                x, wp, self.bias, self.kh, self.kw, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out
+                x, wp, self.bias, self.kh, self.kw, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, res, out
             )
         elif strategy == "pointwise":
-            _conv.conv2d_pointwise_kernel(x, wp, self.bias, *self.act, out)
-        else:
+            _conv.conv2d_pointwise_kernel(x, wp, self.bias, *self.act, res, out)
+        elif residual is None:
             _conv.conv2d_depthwise_kernel(x, wp, self.bias, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out)
+        else:
+            raise ValueError("a residual operand needs a dense convolution (groups == 1)")
         return out
 
 

@@ -179,6 +179,33 @@ def test_conv2d_fused_activation(strategy_case, act, a, b, onnx_op, onnx_attrs):
     assert_close(out, ref)
 
 
+@pytest.mark.parametrize(
+    "n,c,h,w,cout,k,stride",
+    [
+        (2, 8, 10, 11, 40, 3, 1),  # blocked: last tile of each item overlaps; partial channel block
+        (1, 5, 3, 3, 33, 3, 1),  # blocked: fewer than 7 pixels in the plane
+        (1, 8, 9, 13, 20, 1, 2),  # blocked 1x1 stride 2 (ResNet downsample)
+        (2, 16, 20, 21, 12, 1, 1),  # pointwise: last pixel tile overlaps; partial channel block
+        (1, 24, 21, 20, 72, 1, 1),  # pointwise: 9 channel blocks, overlapping last pixel tile
+    ],
+)
+@pytest.mark.parametrize("in_place", [False, True], ids=["separate", "in_place"])
+def test_conv2d_residual_epilogue(n, c, h, w, cout, k, stride, in_place):
+    """relu(conv + bias + skip) in one kernel, also with the output written over the skip's buffer (ONNX
+    Runtime's Conv, then the add and relu in numpy, as the oracle)."""
+    p = k // 2
+    x = rand(n, c, h, w)
+    wt = rand(cout, c, k, k, scale=0.5)
+    bias = rand(cout)
+    plan = cpu.pack_conv2d(wt, bias, stride=(stride, stride), pads=(p, p, p, p), act=cpu.ACTIVATIONS["relu"])
+    skip = rand(*plan.out_shape(x.shape))
+    conv = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], strides=[stride, stride], pads=[p] * 4)
+    ref = np.maximum(conv + skip, 0)
+    out = skip if in_place else np.full(skip.shape, np.nan, np.float32)
+    assert plan.run(x, out, skip) is out
+    assert_close(out, ref)
+
+
 def test_conv2d_reuses_packed_weight_and_writes_into_out():
     x = rand(1, 4, 8, 8)
     wt = rand(9, 4, 3, 3)
