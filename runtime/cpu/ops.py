@@ -123,7 +123,7 @@ _NO_RESIDUAL = np.empty(0, np.float32)
 
 
 def conv_strategy(weight_shape, groups: int, stride=(1, 1), pads=(0, 0, 0, 0), out_hw=None) -> str:
-    """Which convolution kernel serves this convolution: 'depthwise', 'pointwise' or 'blocked'.
+    """Which convolution kernel serves this convolution: 'depthwise', 'pointwise', 'dense' or 'blocked'.
 
     ``out_hw`` (output height, width) matters only for 1x1 convolutions: the pointwise kernel
     tiles 32 pixels of the flattened plane and wins once the plane is large enough that its
@@ -134,6 +134,9 @@ def conv_strategy(weight_shape, groups: int, stride=(1, 1), pads=(0, 0, 0, 0), o
     cog = cout // groups
     if groups > 1 and (cg == 1 or cog < MIN_BLOCKED_COUT_PER_GROUP):
         return "depthwise"
+    if (groups == 1 and (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pads)
+            and out_hw is not None and tuple(out_hw) == (1, 1)):
+        return "dense"  # a 1x1 conv of a 1x1 plane (squeeze-and-excitation) is a matrix-vector product
     if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pads) and out_hw is not None:
         p = out_hw[0] * out_hw[1]
         if p >= _conv.PW_PV and (p >= MIN_POINTWISE_PIXELS or (cog < _conv.OCB and p >= 2 * _conv.PW_PV)):
@@ -185,6 +188,8 @@ class ConvPlan:
             elif strategy == "pointwise":
                 wp = np.empty(_conv.pointwise_weight_shape(self.weight.shape, self.groups), np.float32)
                 _conv.conv_pack_pointwise_kernel(self.weight, wp)
+            elif strategy == "dense":
+                wp = np.ascontiguousarray(self.weight.reshape(self.cout, -1))
             else:
                 wp = self.weight
             self._packed[strategy] = wp
@@ -196,6 +201,8 @@ class ConvPlan:
         dh, dw = self.dilation
         pt, pl, pb, pr = self.pads
         strategy = self.strategy(x.shape)
+        if strategy == "dense" and residual is not None:
+            strategy = "blocked"
         wp = self.packed_weight(strategy)
         res = _NO_RESIDUAL if residual is None else residual.reshape(-1)
         if strategy == "blocked":
@@ -204,6 +211,9 @@ class ConvPlan:
             )
         elif strategy == "pointwise":
             _conv.conv2d_pointwise_kernel(x, wp, self.bias, *self.act, res, out)
+        elif strategy == "dense":
+            n = x.shape[0]
+            _ten.dense_kernel(x.reshape(n, -1), wp, self.bias, *self.act, out.reshape(n, -1))
         elif residual is None:
             _conv.conv2d_depthwise_kernel(x, wp, self.bias, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, out)
         else:

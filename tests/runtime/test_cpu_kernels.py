@@ -90,7 +90,8 @@ CONV_CASES = [
     pytest.param(1, 6, 13, 17, 12, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, id="dilation2"),
     pytest.param(1, 8, 7, 9, 64, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="1x1"),
     pytest.param(1, 16, 5, 6, 24, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, id="1x1-stride2"),
-    pytest.param(2, 7, 1, 1, 10, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="1x1-spatial-input"),
+    pytest.param(2, 7, 1, 1, 10, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="1x1-spatial-input-dense"),
+    pytest.param(3, 96, 1, 1, 40, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, id="squeeze-excitation-dense"),
     pytest.param(1, 4, 1, 1, 9, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, id="3x3-on-1x1-input"),
     pytest.param(1, 3, 23, 19, 8, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, id="7x7-stride2"),
     pytest.param(1, 5, 4, 3, 7, (2, 3), (1, 2), (1, 0, 0, 2), (1, 1), 1, id="rect-kernel-few-pixels"),
@@ -119,6 +120,8 @@ CONV_CASES = [
         ((64, 256, 1, 1), 1, (1, 1), (0, 0, 0, 0), (7, 7), "blocked"),
         ((16, 256, 1, 1), 1, (1, 1), (0, 0, 0, 0), (7, 10), "pointwise"),  # few output channels
         ((64, 256, 1, 1), 1, (2, 2), (0, 0, 0, 0), (28, 28), "blocked"),
+        ((48, 1152, 1, 1), 1, (1, 1), (0, 0, 0, 0), (1, 1), "dense"),  # squeeze-and-excitation
+        ((48, 1152, 1, 1), 1, (2, 2), (0, 0, 0, 0), (1, 1), "blocked"),  # strided: input not 1x1
     ],
 )
 def test_conv_strategy_selection(wshape, groups, stride, pads, out_hw, expected):
@@ -152,6 +155,7 @@ def test_conv2d(n, c, h, w, cout, k, stride, pads, dil, groups, with_bias):
         (1, 6, 10, 11, 6, 6, 3),  # depthwise
         (1, 8, 20, 21, 12, 1, 1),  # pointwise, partial last channel block
         (1, 8, 20, 20, 16, 1, 1),  # pointwise, full blocks
+        (2, 24, 1, 1, 10, 1, 1),  # dense (1x1 plane)
     ],
 )
 @pytest.mark.parametrize(
