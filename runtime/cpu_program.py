@@ -19,7 +19,7 @@ from .cpu import pool as _pool
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
-from .memory import VIEW_OPS, check_fits, plan_memory, storage_owner
+from .memory import VIEW_OPS, check_fits, plan_memory, slice_of, storage_owner
 
 
 def _f32(a) -> np.ndarray:
@@ -97,12 +97,18 @@ class CpuProgram:
         # their input's storage: `root` maps every tensor to the tensor that owns it.
         memory = plan.get("memory") or plan_memory(plan)
         self.root: dict[str, str] = {t: storage_owner(memory, t) for t in self.shapes}
+        # tensors living as channel slices of a concat's buffer: (buffer, channel offset)
+        self.slices = {t: slice_of(memory, t) for t in memory.get("slices", {})}
         self.offsets = dict(memory["offsets"])
         self.arena_per_sample = int(memory["per_sample"])
         self.no_reuse_per_sample = int(memory["no_reuse"])
         # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
         self._scratch_shapes: dict[str, tuple] = {}
         self.runners = [self._bind(step, weights) for step in plan["steps"]]
+        # A slice of a batch is not contiguous (its samples are a whole buffer apart): steps that touch
+        # one run sample by sample when the batch has more than one.
+        self.per_sample = [any(t in self.slices for t in (*step["inputs"], step["output"]))
+                           for step in plan["steps"]]
         self._per_batch: dict[int, tuple] = {}
 
     # ---- binding: one runner per step, weights prepared once
@@ -190,7 +196,23 @@ class CpuProgram:
             return run_binary
         if op == "concat":
             axis = a["axis"]
-            return lambda xs, out, s: concat_into(xs, axis, out)
+            if axis != 1 or not self.slices:
+                return lambda xs, out, s: concat_into(xs, axis, out)
+            # Inputs whose producers wrote them in place (concat_slices) are not copied again.
+            buf, base = self.slices.get(step["output"], (step["output"], 0))
+            copies, offset = [], 0
+            for i, t in enumerate(step["inputs"]):
+                c = self.shapes[t][0]
+                if self.slices.get(t) != (buf, base + offset):
+                    copies.append((i, offset, c))
+                offset += c
+            if not copies:
+                return None
+
+            def run_concat(xs, out, s):
+                for i, off, c in copies:
+                    np.copyto(out[:, off:off + c], xs[i])
+            return run_concat
         if op == "upsample":
             fh, fw = a["scale"]
             return lambda xs, out, s: _ten.upsample_nearest_kernel(xs[0], fh, fw, out)
@@ -225,6 +247,8 @@ class CpuProgram:
         for t, off in self.offsets.items():
             size = math.prod(self.shapes[t])
             views[t] = arena[off * n: (off + size) * n].reshape(n, *self.shapes[t])
+        for t, (buf, off) in self.slices.items():
+            views[t] = views[buf][:, off:off + self.shapes[t][0]]
         scratch = {}
         for out_name, (gemm, in_shape) in self._scratch_shapes.items():
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
@@ -232,6 +256,8 @@ class CpuProgram:
         return self._per_batch[n]
 
     def view(self, views, inputs, t: str, n: int) -> np.ndarray:
+        if t in self.slices:
+            return views[t]
         owner = self.root.get(t, t)
         base = inputs[owner] if owner in inputs else views[owner]
         return base.reshape(n, *self.shapes[t])
@@ -247,11 +273,13 @@ class CpuProgram:
                 continue
             xs = [self.view(views, feeds, t, n) for t in step["inputs"]]
             out = self.view(views, feeds, step["output"], n)
-            if profile is None:
-                runner(xs, out, scratch.get(step["output"]))
+            t0 = clock()
+            if n > 1 and self.per_sample[i]:
+                for k in range(n):
+                    runner([x[k:k + 1] for x in xs], out[k:k + 1], scratch.get(step["output"]))
             else:
-                t0 = clock()
                 runner(xs, out, scratch.get(step["output"]))
+            if profile is not None:
                 profile.append((i, clock() - t0))
         return {name: self.view(views, feeds, t, n).copy() for name, t in self.outputs}
 

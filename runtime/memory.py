@@ -77,7 +77,50 @@ def in_place_candidates(step: dict) -> list[str]:
     return []
 
 
-def plan_memory(plan: dict) -> dict:
+# Producers whose kernels may not write into a channel slice of a larger buffer (per-sample scratch sized
+# for the whole batch).
+_NO_SLICE_PRODUCERS = VIEW_OPS | {"conv_transpose"}
+
+
+def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
+    """Concatenation without copies: tensor -> (buffer tensor, channel offset) for every tensor that lives as
+    a channel slice of a channel concatenation's output, so its producer writes straight into place.
+
+    Concats are visited last to first. A concat whose inputs all already lie back to back in one buffer is
+    itself a slice of that buffer (DenseNet: every layer's concat is a prefix of the block's last one, so a
+    whole dense block lives in one buffer and no concat copies anything). Otherwise each input that may be
+    placed goes into the concat's own storage. Not placed: network inputs, tensors read through a view op,
+    outputs of view ops and transposed convolutions, and tensors already placed in another buffer (those
+    are copied by the concat as before)."""
+    shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
+    producer = {s["output"]: s["op"] for s in plan["steps"]}
+    viewed = {s["inputs"][0] for s in plan["steps"] if s["op"] in VIEW_OPS}
+    slices: dict[str, tuple[str, int]] = {}
+
+    def placeable(t: str) -> bool:
+        return (t in producer and producer[t] not in _NO_SLICE_PRODUCERS and t not in viewed
+                and t not in slices and len(shapes[t]) == 3)
+
+    for step in reversed(plan["steps"]):
+        out = step["output"]
+        if step["op"] != "concat" or step["attrs"]["axis"] != 1 or len(shapes[out]) != 3:
+            continue
+        ins = step["inputs"]
+        if len(set(ins)) == len(ins) and all(t in slices for t in ins) and placeable(out):
+            buf, first = slices[ins[0]]
+            offsets = [first + sum(shapes[u][0] for u in ins[:i]) for i in range(len(ins))]
+            if all(slices[t] == (buf, o) for t, o in zip(ins, offsets)):
+                slices[out] = (buf, first)
+                continue
+        buf, off = slices.get(out, (out, 0))
+        for t in ins:
+            if placeable(t) and ins.count(t) == 1:
+                slices[t] = (buf, off)
+            off += shapes[t][0]
+    return slices
+
+
+def plan_memory(plan: dict, concat_in_place: bool = True) -> dict:
     """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
     tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
     buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
@@ -91,6 +134,8 @@ def plan_memory(plan: dict) -> dict:
         if step["op"] in VIEW_OPS:
             views[step["output"]] = views.get(step["inputs"][0], step["inputs"][0])
     view_owner = lambda t: views.get(t, t)  # noqa: E731
+    slices = concat_slices(plan) if concat_in_place else {}
+    shared = set(slices) | {buf for buf, _ in slices.values()}  # storage of several tensors at once
     end = len(plan["steps"])
     last_read: dict[str, int] = {}
     for i, step in enumerate(plan["steps"]):
@@ -100,17 +145,17 @@ def plan_memory(plan: dict) -> dict:
         last_read[view_owner(o["tensor"])] = end
     in_place: dict[str, str] = {}
     for i, step in enumerate(plan["steps"]):
-        if step["op"] in VIEW_OPS:
-            continue
         out = step["output"]
+        if step["op"] in VIEW_OPS or out in shared:
+            continue
         for cand in in_place_candidates(step):
             base = view_owner(cand)
             if step["op"] == "conv" and base == view_owner(step["inputs"][0]):
                 continue  # a convolution reads its whole input while storing: never over it
-            if base not in inputs and last_read.get(base) == i and sizes[base] == sizes[out]:
+            if base not in inputs and base not in shared and last_read.get(base) == i and sizes[base] == sizes[out]:
                 in_place[out] = in_place.get(base, base)
                 break
-    memory = {"views": views, "in_place": in_place}
+    memory = {"views": views, "in_place": in_place, "slices": slices}
     owner = lambda t: storage_owner(memory, t)  # noqa: E731
     steps = [{"output": owner(s["output"]), "inputs": [owner(i) for i in s["inputs"]]} for s in plan["steps"]]
     owners = {owner(s["output"]) for s in plan["steps"]} | set(inputs)
@@ -118,15 +163,24 @@ def plan_memory(plan: dict) -> dict:
     intervals = [iv for iv in lifetimes(steps, inputs, outs, {t: sizes[t] for t in owners})
                  if iv.name not in inputs]
     offsets, total = plan_arena(intervals)
-    no_reuse = sum(sizes[view_owner(s["output"])] for s in plan["steps"] if s["op"] not in VIEW_OPS)
+    no_reuse = sum(sizes[s["output"]] for s in plan["steps"] if s["op"] not in VIEW_OPS)
     return {**memory, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse}
 
 
 def storage_owner(memory: dict, tensor: str) -> str:
-    """The tensor that owns `tensor`'s storage: itself, the input it is a view of, or the buffer it was
-    written over (`in_place`; plans from before in-place planning have none)."""
+    """The tensor that owns `tensor`'s storage: itself, the input it is a view of, the buffer it was written
+    over (`in_place`), or the concat output it is a channel slice of (`slices`; then see `slice_of`).
+    Plans from before in-place and slice planning have neither."""
     t = memory["views"].get(tensor, tensor)
-    return memory.get("in_place", {}).get(t, t)
+    t = memory.get("in_place", {}).get(t, t)
+    sliced = memory.get("slices", {}).get(t)
+    return sliced[0] if sliced else t
+
+
+def slice_of(memory: dict, tensor: str) -> tuple[str, int] | None:
+    """(buffer tensor, channel offset) when `tensor` lives as a channel slice of a concat's output."""
+    sliced = memory.get("slices", {}).get(tensor)
+    return tuple(sliced) if sliced else None
 
 
 class MemoryLimitError(Exception):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from cnnc import plan as plan_mod
 from cnnc.compiler import compile_spec
 from cnnc.runtime.executor import Program
-from cnnc.runtime.memory import Interval, plan_arena
+from cnnc.runtime.memory import Interval, plan_arena, plan_memory
 from cnnc.weights import seeded_fixture_weights
 from conftest import MODELS, SPECS, zoo_meta
 
@@ -70,3 +70,57 @@ def test_read_only_and_non_contiguous_inputs():
     y = prog.run({"x": x})["output"]
     ref = Program(plan, seeded_fixture_weights(plan["constants"])).run({"x": np.ascontiguousarray(x)})["output"]
     assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+CONCAT_EDGE_CASES = """\
+network concats() {
+    input x: (N, 4, 6, 6)
+    a = conv(x, 8, 3, padding=1)
+    b = conv(x, 4, 1)
+    c1 = concat(a, b)                   # b written in place (a is copied: see below)
+    c2 = concat(x, c1)                  # the network input is copied
+    f = flatten(a)                      # a is read through a view: never placed
+    c3 = concat(a, c2, a)               # a repeated input is copied; c2 lives inside c3
+    d = conv(c3, 8, 1)
+    up = conv_transpose(d, 4, 2, stride=2)
+    s = conv(d, 4, 1) -> upsample(2)
+    c4 = concat(up, s)                  # transposed-conv output copied, the upsample written in place
+    output y = c4, f
+}
+"""
+
+
+def _cpu_and_copying(path_or_model, seed=3):
+    spec = str(SPECS / f"{path_or_model}.cnn") if "/" not in str(path_or_model) else path_or_model
+    plan = plan_mod.from_graph(compile_spec(spec).graph)
+    w = seeded_fixture_weights(plan["constants"])
+    copying = dict(plan, memory=plan_memory(plan, concat_in_place=False))
+    return plan, Program(plan, w, target="cpu"), Program(copying, w, target="cpu"), Program(plan, w)
+
+
+@pytest.mark.parametrize("model", ["densenet121", "googlenet"])
+def test_concat_without_copies_on_the_library(model):
+    """Every concat of DenseNet (whole dense blocks in one buffer) and GoogLeNet (inception branches)
+    becomes a no-op; outputs are bitwise those of the copying plan, for batch 1 and for batch 3 (slices of
+    a batch are not contiguous: those steps run sample by sample)."""
+    plan, sliced, copying, _ = _cpu_and_copying(model)
+    concats = [i for i, s in enumerate(plan["steps"]) if s["op"] == "concat"]
+    assert concats and all(sliced.cpu.runners[i] is None for i in concats)
+    name = plan["inputs"][0]["name"]
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal((n, *zoo_meta(model)["input_shape"][1:])).astype(np.float32)
+        a, b = sliced.run({name: x}), copying.run({name: x})
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_concat_slices_edge_cases(write_spec):
+    plan, sliced, copying, reference = _cpu_and_copying(write_spec(CONCAT_EDGE_CASES))
+    slices = {t: tuple(v) for t, v in plan["memory"]["slices"].items()}
+    # nested: c2 and c1 are themselves written into c3, so b lands in c3 too
+    assert slices == {"c2": ("c3", 8), "c1": ("c3", 12), "b": ("c3", 20), "upsample#1": ("c4", 4)}
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    ref = reference.run({"x": x})
+    for prog in (sliced, copying):
+        out = prog.run({"x": x})
+        for k in ref:
+            assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * np.max(np.abs(ref[k])), k
