@@ -124,3 +124,17 @@ def test_concat_slices_edge_cases(write_spec):
         out = prog.run({"x": x})
         for k in ref:
             assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * np.max(np.abs(ref[k])), k
+
+
+def test_squeeze_excitation_has_no_full_size_temporaries():
+    """EfficientNet's SE blocks: pool -> 1x1 conv + silu -> 1x1 conv + sigmoid (activations fused, the convs
+    run as matrix-vector products) -> channel multiply written over the features it scales."""
+    plan = plan_mod.from_graph(compile_spec(str(SPECS / "efficientnet_b0.cnn")).graph)
+    shapes = plan["tensors"]
+    se_muls = [s for s in plan["steps"] if s["op"] == "mul"
+               and sorted(shapes[t][1:] == [1, 1] for t in s["inputs"]) == [False, True]]
+    assert len(se_muls) == 16
+    for s in se_muls:
+        full = next(t for t in s["inputs"] if shapes[t][1:] != [1, 1])
+        assert plan["memory"]["in_place"][s["output"]] == plan["memory"]["in_place"].get(full, full)
+    assert not any(s["op"] in ("sigmoid", "silu") for s in plan["steps"])
