@@ -1,6 +1,7 @@
-"""`cnnc bench`: latency, throughput and memory of a network on the CPU target, with the same
-architecture and weights run by its peers in the same process (ONNX Runtime through cnnc's own ONNX
-export; PyTorch eager through torch.nn.functional, where torch is installed), and a per-kernel profile."""
+"""`cnnc bench`: latency, throughput and memory of a network on the CPU target (or, with `--target cuda`,
+the GPU), with the same architecture and weights run by its peers in the same process (ONNX Runtime
+through cnnc's own ONNX export; PyTorch eager through torch.nn.functional, where torch is installed, on
+the same device), and a per-kernel profile."""
 
 from __future__ import annotations
 
@@ -48,11 +49,13 @@ def summary(times: list[float], batch: int) -> dict:
 
 # ---- PyTorch eager: the plan's steps as torch.nn.functional calls, with the same weights --------------
 
-def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int):
+def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int, device: str = "cpu"):
+    """The plan run by PyTorch eager on `device` ("cpu" or "cuda": weights moved there once; a run copies
+    its input in and its outputs out, and waits for the GPU, like the cnnc cuda target)."""
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(threads)
-    W = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    W = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in weights.items()}
 
     def act(y, a):
         spec = a.get("act")
@@ -113,11 +116,11 @@ def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int):
 
         def yolo(xs):
             x = xs[0]
-            anchors = torch.tensor(a["anchors"], dtype=torch.float32)
+            anchors = torch.tensor(a["anchors"], dtype=torch.float32, device=device)
             na, nc = len(a["anchors"]), a["classes"]
             n, _, h, w = x.shape
             y = x.reshape(n, na, 5 + nc, h, w).permute(0, 1, 3, 4, 2)
-            rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
             bx = (torch.sigmoid(y[..., 0]) + cols) * (a["image_size"][1] / w)
             by = (torch.sigmoid(y[..., 1]) + rows) * (a["image_size"][0] / h)
             bw = torch.exp(y[..., 2]) * anchors[:, 0].reshape(1, na, 1, 1)
@@ -134,8 +137,8 @@ def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int):
             "adaptive_maxpool": lambda xs: F.adaptive_max_pool2d(xs[0], a["size"]),
             "dense": lambda xs: F.linear(xs[0], p["weight"], p.get("bias")),
             "batchnorm": lambda xs: bn(xs[0], p, "", a["eps"]),
-            "affine": lambda xs: xs[0] * p.get("weight", torch.ones(xs[0].shape[1])).reshape(
-                (1, -1) + (1,) * (xs[0].dim() - 2)) + p.get("bias", torch.zeros(xs[0].shape[1])).reshape(
+            "affine": lambda xs: xs[0] * p.get("weight", torch.ones(xs[0].shape[1], device=device)).reshape(
+                (1, -1) + (1,) * (xs[0].dim() - 2)) + p.get("bias", torch.zeros(xs[0].shape[1], device=device)).reshape(
                 (1, -1) + (1,) * (xs[0].dim() - 2)),
             "lrn": lambda xs: F.local_response_norm(xs[0], a["size"], a["alpha"], a["beta"], a["k"]),
             "softmax": lambda xs: F.softmax(xs[0], a["axis"]),
@@ -168,10 +171,13 @@ def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int):
 
     def run(x: np.ndarray):
         with torch.inference_mode():
-            env = {plan["inputs"][0]["name"]: torch.from_numpy(x)}
+            env = {plan["inputs"][0]["name"]: torch.from_numpy(x).to(device)}
             for out, ins, fn in steps:
                 env[out] = fn([env[i] for i in ins])
-            return [env[o].numpy() for o in outputs]
+            result = [env[o].cpu().numpy() for o in outputs]
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return result
     return run
 
 
@@ -209,7 +215,8 @@ def run_bench(args) -> int:
     overrides = parse_overrides(args.set)
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    model = load(args.spec, weights=args.weights, target="cpu", threads=threads, seed=0, network=args.network,
+    target = getattr(args, "target", "cpu")
+    model = load(args.spec, weights=args.weights, target=target, threads=threads, seed=0, network=args.network,
                  include=tuple(args.include), **overrides)
     load_s = time.perf_counter() - t0
     plan = model.plan
@@ -218,7 +225,7 @@ def run_bench(args) -> int:
     shape = tuple(plan["inputs"][0]["shape"])
     name = plan["inputs"][0]["name"]
     macs = sum(s.get("macs", 0) for s in plan["steps"])
-    report = {"network": plan["network"], "threads": threads, "gmacs_per_sample": macs / 1e9, "load_s": load_s,
+    report = {"network": plan["network"], "target": target, "threads": threads, "gmacs_per_sample": macs / 1e9, "load_s": load_s,
               "results": []}
     unfused = None
     for batch in batches:
@@ -239,7 +246,7 @@ def run_bench(args) -> int:
                         fn = ort_runner(graph, wts, threads, tmp)
                         ptimes = timed(lambda: fn(x), args.warmup, args.repeat)
                 else:
-                    fn = torch_runner(uplan, wts, threads)
+                    fn = torch_runner(uplan, wts, threads, "cuda" if target == "cuda" else "cpu")
                     ptimes = timed(lambda: fn(x), args.warmup, args.repeat)
             except ImportError as err:
                 report["results"].append({"engine": peer, "batch": batch, "error": f"not installed ({err.name})"})
@@ -266,7 +273,7 @@ def _weights_for(model, args) -> dict:
 
 def _profile(model, name, shape, batch, args) -> list[dict]:
     x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
-    cpu = model.program.cpu
+    cpu = model.program.cpu or model.program.cuda  # either target's program takes `profile`
     for _ in range(max(1, args.warmup)):
         cpu.run({name: x})
     per_step: dict[int, list[float]] = {}

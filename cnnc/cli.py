@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a network on data (or a synthetic batch)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Run a spec or a compiled plan on the CPU. Without --weights a spec runs on "
+                       description="Run a spec or a compiled plan on the CPU (or a GPU: --target cuda). Without --weights a spec runs on "
                        "cnnc init's seeded weights; without --input on a seeded synthetic batch.",
                        epilog="examples:\n  cnnc run specs/resnet50.cnn\n"
                        "  cnnc run specs/resnet18.cnn --weights r18.safetensors --input cat.jpg\n"
@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", action="store_true", help="initialise weights missing from --weights")
     p.add_argument("--batch-size", "-b", type=int, metavar="B", help="samples per batch (default: 16, or 1 for the synthetic batch)")
     p.add_argument("--threads", type=int, metavar="N", help="threads (default: all cores)")
-    p.add_argument("--target", choices=("cpu", "reference"), default="cpu",
-                   help="cpu (Numba kernels, default) or reference (plain numpy)")
+    p.add_argument("--target", choices=("cpu", "cuda", "reference"), default="cpu",
+                   help="cpu (Numba kernels, default), cuda (an NVIDIA GPU; pip install -e '.[cuda]') "
+                   "or reference (plain numpy)")
     p.add_argument("--strict", action="store_true", help="refuse inputs holding NaN/Inf instead of warning")
     p.add_argument("--no-memory-check", action="store_true",
                    help="run even when the batch's estimated memory exceeds what is available")
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure latency, throughput and memory; compare with ONNX Runtime and PyTorch",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Warm up, then time repeated runs on the CPU target: median and spread of latency, "
+                       description="Warm up, then time repeated runs on the CPU (or --target cuda) target: median and spread of latency, "
                        "throughput, resident memory; with --compare, the same architecture and weights run by ONNX "
                        "Runtime (through cnnc's own ONNX export) and PyTorch eager (where installed) in the same "
                        "process, with the ratios; with --profile, a per-kernel table.",
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--batch-size", "-b", default="1", help="comma-separated batch sizes (default 1)")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--target", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu (default) or cuda (an NVIDIA GPU; the torch peer then runs on it too)")
     p.add_argument("--compare", help="peers: onnxruntime, torch (comma-separated)")
     p.add_argument("--profile", action="store_true", help="per-kernel table: time, GFLOP/s, share")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -341,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CnncError as err:
         print(render(err.diagnostics, fmt), file=sys.stderr)
+        return 1
+    except MemoryError as err:  # an allocation no estimate foresaw: still one message, not a traceback
+        print(render([Diagnostic("E405", f"not enough memory{': ' + str(err) if str(err) else ''}", None,
+                                 "use a smaller --batch-size or smaller inputs")], fmt), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("cnnc: interrupted", file=sys.stderr)

@@ -40,6 +40,7 @@ CODES: dict[str, str] = {
     "E403": "cannot write output",
     "E404": "file not found or unreadable",
     "E405": "not enough memory for the batch",
+    "E406": "target device unavailable",
     "E900": "internal error",
 }
 

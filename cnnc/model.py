@@ -21,12 +21,14 @@ from .weights import load as load_weights
 class Model:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "cpu", threads: int | None = None,
                  graph=None, weights_source: str = "", memory_limit: int | None = None):
-        from .runtime.executor import Program, PlanError
+        from .runtime.executor import DeviceUnavailableError, PlanError, Program
         self.plan = plan
         self.graph = graph
         self.weights_source = weights_source
         try:
             self.program = Program(plan, weights, target=target, threads=threads, memory_limit=memory_limit)
+        except DeviceUnavailableError as err:
+            raise CnncError(Diagnostic("E406", str(err), None)) from None
         except PlanError as err:
             raise CnncError(Diagnostic("E402", f"cannot run this plan: {err}", None)) from None
         self.input_names = [i["name"] for i in plan["inputs"]]
@@ -96,6 +98,13 @@ def load(path: str, weights: str | dict | None = None, target: str = "cpu", thre
          memory_limit: int | None = None, **params) -> Model:
     """A runnable model from a .cnn spec (compiled now; `params` override network parameters) or a
     .cnnplan file. Without weights (and none bundled in the plan), weights are `cnnc init`'s seeded ones."""
+    if target == "cuda":  # no GPU here: say so before compiling anything
+        from .runtime.cuda_program import require_device
+        from .runtime.executor import DeviceUnavailableError
+        try:
+            require_device()
+        except DeviceUnavailableError as err:
+            raise CnncError(Diagnostic("E406", str(err), None)) from None
     graph = None
     if str(path).endswith(".cnnplan"):
         if params:
