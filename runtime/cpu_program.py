@@ -86,6 +86,16 @@ def _binary_into(a: np.ndarray, b: np.ndarray, op: int, out: np.ndarray, act=(AC
         _elt.activation_kernel(out.reshape(-1), *act, out.reshape(-1))
 
 
+def _return_freed_memory() -> None:
+    """Hand memory freed inside the C heap back to the system (glibc keeps it otherwise: binding frees
+    as much as the weights weigh). A no-op where glibc's malloc_trim is missing."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class CpuProgram:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], memory_limit: int | None = None):
         self.plan = plan
@@ -105,6 +115,7 @@ class CpuProgram:
         # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
         self._scratch_shapes: dict[str, tuple] = {}
         self.runners = [self._bind(step, weights) for step in plan["steps"]]
+        _return_freed_memory()  # the unpacked and unfolded weight copies made while binding
         # A slice of a batch is not contiguous (its samples are a whole buffer apart): steps that touch
         # one run sample by sample when the batch has more than one.
         self.per_sample = [any(t in self.slices for t in (*step["inputs"], step["output"]))
@@ -124,6 +135,7 @@ class CpuProgram:
             weight, bias = _fold_bn(weight, bias, p, float(a["bn_eps"]), axis, a.get("groups", 1))
         if op == "conv":
             conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
+            conv.prepare((1, *self.shapes[step["inputs"][0]]), bool(a.get("residual")))
             if a.get("residual"):
                 return lambda xs, out, scratch: conv.run(xs[0], out, xs[1])
             return lambda xs, out, scratch: conv.run(xs[0], out)
@@ -254,6 +266,10 @@ class CpuProgram:
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
         self._per_batch[n] = (arena, views, scratch)
         return self._per_batch[n]
+
+    def release(self) -> None:
+        """Free the arena and scratch of the batch size run last (the next run allocates them again)."""
+        self._per_batch.clear()
 
     def view(self, views, inputs, t: str, n: int) -> np.ndarray:
         if t in self.slices:

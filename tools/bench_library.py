@@ -3,8 +3,9 @@
     python tools/bench_library.py [--batch-sizes 1,16] [--repeat 20] [--threads 2]
 
 Each model runs in its own `cnnc bench ... --compare onnxruntime,torch --format json` process (cnnc and
-its peers in the same process, same weights and input); the raw results go to benchmarks/results.json
-and the table between the README's bench markers is rewritten. A benchmark, not a test: run it on an
+its peers in the same process, same weights and input); peak memory is measured in fresh processes, one
+per engine and batch size; the raw results go to benchmarks/results.json and the table between the
+README's bench markers is rewritten. A benchmark, not a test: run it on an
 otherwise idle machine.
 """
 
@@ -24,7 +25,62 @@ MODELS = ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_child(engine: str, spec: str, onnx_path: str, batch: int, threads: int) -> None:
+    """In a fresh process: build one engine, run the batch 5 times, print the process's peak resident memory
+    (VmHWM) and its resident memory once the engine was built, in MB, as JSON."""
+    import numpy as np
+    if engine == "cnnc":
+        from cnnc import load
+        model = load(spec, threads=threads, seed=0)
+        name, shape = model.input_names[0], model.plan["inputs"][0]["shape"]
+        run = lambda x: model.run({name: x})  # noqa: E731
+    else:
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+        name, shape = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[1:]
+        run = lambda x: sess.run(None, {name: x})  # noqa: E731
+    built = _status_mb("VmRSS")
+    x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
+    for _ in range(5):
+        run(x)
+    print(json.dumps({"built_mb": built, "peak_mb": _status_mb("VmHWM")}))
+
+
+def peak_memory(model: str, batches: list[int], threads: int) -> dict:
+    """Peak resident memory of a whole process running `model` with cnnc and with ONNX Runtime (the same
+    architecture through cnnc's ONNX export), per batch size: what a user's process needs."""
+    import tempfile
+    spec = str(ROOT / "specs" / f"{model}.cnn")
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = os.path.join(tmp, f"{model}.onnx")
+        subprocess.run([sys.executable, "-m", "cnnc", "export", spec, "-o", onnx_path], check=True,
+                       capture_output=True)
+        for batch in batches:
+            for engine in ("cnnc", "onnxruntime"):
+                r = subprocess.run([sys.executable, __file__, "--peak-child", engine, spec, onnx_path, str(batch),
+                                    str(threads)], capture_output=True, text=True)
+                if r.returncode == 0:
+                    out.setdefault(str(batch), {})[engine] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--peak-child":
+        engine, spec, onnx_path, batch, threads = sys.argv[2:7]
+        peak_child(engine, spec, onnx_path, int(batch), int(threads))
+        return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch-sizes", default="1,16")
     ap.add_argument("--repeat", type=int, default=20)
@@ -43,6 +99,8 @@ def main() -> int:
             print(f"{model}: failed\n{r.stderr}", file=sys.stderr)
             continue
         results[model] = json.loads(r.stdout)
+        results[model]["peak_memory"] = peak_memory(model, [int(b) for b in args.batch_sizes.split(",")],
+                                                    args.threads)
         print(f"{model}: done in {time.time() - t0:.0f} s", file=sys.stderr)
     out = ROOT / "benchmarks" / "results.json"
     out.parent.mkdir(exist_ok=True)
@@ -63,8 +121,9 @@ def main() -> int:
 def render(results: dict, meta: dict) -> str:
     lines = [f"Measured {meta['date']} by `tools/bench_library.py` ({meta['threads']} threads, median of "
              f"{meta['repeat']} runs after warm-up; ratio = cnnc / peer, below 1 means cnnc is faster).", "",
-             "| model | batch | cnnc ms | ONNX Runtime ms | PyTorch ms | cnnc/ORT | cnnc/PyTorch |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | batch | cnnc ms | ONNX Runtime ms | PyTorch ms | cnnc/ORT | cnnc/PyTorch | run MB cnnc / ORT "
+             "| process peak MB cnnc / ORT |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     ratios: dict[int, dict[str, list]] = {}
     for model, rep in results.items():
         by = {}
@@ -81,7 +140,19 @@ def render(results: dict, meta: dict) -> str:
                 if "median_ms" in p:
                     ratios.setdefault(batch, {}).setdefault(peer, []).append(c / p["median_ms"])
             cells += [f"{x:.2f}" if x else "n/a" for x in rs]
+            mem = rep.get("peak_memory", {}).get(str(batch), {})
+            if "cnnc" in mem and "onnxruntime" in mem:
+                run = {e: mem[e]["peak_mb"] - mem[e]["built_mb"] for e in ("cnnc", "onnxruntime")}
+                cells.append(f"{run['cnnc']:.0f} / {run['onnxruntime']:.0f}")
+                cells.append(f"{mem['cnnc']['peak_mb']:.0f} / {mem['onnxruntime']['peak_mb']:.0f}")
+            else:
+                cells += ["n/a", "n/a"]
             lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Memory, in a fresh process per engine that loads the model and runs the batch five times: *process "
+                 "peak* is its peak resident memory (VmHWM: libraries, weights, activations); *run* is that peak minus "
+                 "the resident memory once the engine was built (activations, workspace, and for cnnc the compiled "
+                 "kernels it loads on first use).")
     lines.append("")
     for batch, peers in sorted(ratios.items()):
         parts = [f"{peer} {math.exp(sum(map(math.log, v)) / len(v)):.2f}" for peer, v in peers.items()]

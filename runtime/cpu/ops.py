@@ -177,11 +177,22 @@ class ConvPlan:
         return (n, self.cout, oh, ow)
 
     def strategy(self, x_shape) -> str:
-        return conv_strategy(self.weight.shape, self.groups, self.stride, self.pads, self.out_shape(x_shape)[2:])
+        shape = (self.cout, self.cg, self.kh, self.kw)
+        return conv_strategy(shape, self.groups, self.stride, self.pads, self.out_shape(x_shape)[2:])
+
+    def prepare(self, x_shape, residual: bool = False) -> None:
+        """Pack the weight for inputs of ``x_shape`` now and release the unpacked copy (a runtime that knows
+        its shapes keeps one copy of each weight, not two)."""
+        strategy = self.strategy(x_shape)
+        self.packed_weight("blocked" if strategy == "dense" and residual else strategy)
+        if strategy != "depthwise":  # the depthwise kernel reads the unpacked weight
+            self.weight = None
 
     def packed_weight(self, strategy: str) -> np.ndarray:
         """The weight in the layout of ``strategy``'s kernel (packed once, then cached)."""
         if strategy not in self._packed:
+            if self.weight is None:
+                raise ValueError(f"weight released after packing for another input size (no '{strategy}' packing)")
             if strategy == "blocked":
                 wp = np.empty(_conv.blocked_weight_shape(self.weight.shape, self.groups), np.float32)
                 _conv.conv_pack_weight_kernel(self.weight, wp)
