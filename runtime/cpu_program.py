@@ -16,10 +16,11 @@ import numpy as np
 
 from .cpu import eltwise as _elt
 from .cpu import pool as _pool
+from .cpu import c16 as _c16
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
-from .memory import VIEW_OPS, check_fits, plan_memory, slice_of, storage_owner
+from .memory import VIEW_OPS, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner
 
 
 def _f32(a) -> np.ndarray:
@@ -109,6 +110,9 @@ class CpuProgram:
         self.root: dict[str, str] = {t: storage_owner(memory, t) for t in self.shapes}
         # tensors living as channel slices of a concat's buffer: (buffer, channel offset)
         self.slices = {t: slice_of(memory, t) for t in memory.get("slices", {})}
+        # tensors stored channel-blocked (the layout pass): (ceil(C/16), H, W, 16) per sample
+        self.blocked = blocked_tensors(plan)
+        self.storage = {t: (-(-s[0] // 16), *s[1:], 16) if t in self.blocked else s for t, s in self.shapes.items()}
         self.offsets = dict(memory["offsets"])
         self.arena_per_sample = int(memory["per_sample"])
         self.no_reuse_per_sample = int(memory["no_reuse"])
@@ -133,6 +137,18 @@ class CpuProgram:
         if "bn_eps" in a:  # folded once here: the plan keeps the original weights and names
             axis = 1 if op == "conv_transpose" else 0
             weight, bias = _fold_bn(weight, bias, p, float(a["bn_eps"]), axis, a.get("groups", 1))
+        in_c16 = bool(step["inputs"]) and step["inputs"][0] in self.blocked
+        out_c16 = step["output"] in self.blocked
+        if op == "conv" and (in_c16 or out_c16):
+            return self._bind_c16_conv(step, weight, bias, act, in_c16, out_c16)
+        if op == "global_avgpool" and in_c16:
+            c, h, w = self.shapes[step["inputs"][0]]
+            return lambda xs, out, s: _c16.global_avg_pool_c16_kernel(xs[0].reshape(-1), c, h * w, out.reshape(-1))
+        if op == "mul" and out_c16:
+            full = 0 if step["inputs"][0] in self.blocked else 1
+            c, h, w = self.shapes[step["output"]]
+            return lambda xs, out, s: _c16.channel_mul_c16_kernel(xs[full].reshape(-1), xs[1 - full].reshape(-1), c,
+                                                                   h * w, *act, out.reshape(-1))
         if op == "conv":
             conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
             conv.prepare((1, *self.shapes[step["inputs"][0]]), bool(a.get("residual")))
@@ -244,6 +260,30 @@ class CpuProgram:
             return lambda xs, out, s: _ten.yolo_decode_kernel(xs[0], anchors, img_h, img_w, out)
         raise KeyError(op)
 
+    def _bind_c16_conv(self, step, weight, bias, act, in_c16: bool, out_c16: bool):
+        """A convolution reading or writing the channel-blocked layout (see cpu/c16.py)."""
+        a = step["attrs"]
+        x_shape = self.shapes[step["inputs"][0]]
+        oc, oh, ow = self.shapes[step["output"]]
+        if a["groups"] > 1:  # depthwise, blocked in and out (the layout pass's guarantee)
+            w16, b16 = _c16.pack_depthwise(weight, np.zeros(oc, np.float32) if bias is None else bias)
+            (sh, sw), (dh, dw), (pt, pl) = a["stride"], a["dilation"], a["pads"][:2]
+            _, h, w = x_shape
+
+            def run_depthwise(xs, out, s):
+                _c16.depthwise_c16_kernel(xs[0].reshape(-1), h, w, w16, b16, sh, sw, pt, pl, dh, dw, *act,
+                                          out.reshape(-1), oh, ow)
+            return run_depthwise
+        conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
+        conv.prepare((1, *x_shape), layouts=(in_c16, out_c16))
+
+        residual = bool(a.get("residual"))
+
+        def run_conv(xs, out, s):
+            conv.run_c16(xs[0].reshape(-1), (len(xs[0]), *x_shape), in_c16, out.reshape(-1), out_c16,
+                         xs[1].reshape(-1) if residual else None)
+        return run_conv
+
     # ---- per batch size: the arena and every tensor's view into it
     def _buffers(self, n: int):
         cached = self._per_batch.get(n)
@@ -257,8 +297,8 @@ class CpuProgram:
         arena = np.empty(self.arena_per_sample * n, np.float32)
         views = {}
         for t, off in self.offsets.items():
-            size = math.prod(self.shapes[t])
-            views[t] = arena[off * n: (off + size) * n].reshape(n, *self.shapes[t])
+            size = math.prod(self.storage[t])
+            views[t] = arena[off * n: (off + size) * n].reshape(n, *self.storage[t])
         for t, (buf, off) in self.slices.items():
             views[t] = views[buf][:, off:off + self.shapes[t][0]]
         scratch = {}
@@ -276,7 +316,7 @@ class CpuProgram:
             return views[t]
         owner = self.root.get(t, t)
         base = inputs[owner] if owner in inputs else views[owner]
-        return base.reshape(n, *self.shapes[t])
+        return base.reshape(n, *self.storage[t])
 
     def run(self, inputs: dict[str, np.ndarray], profile: list | None = None) -> dict[str, np.ndarray]:
         """Run one batch. With `profile` (a list), append (step index, seconds) for every kernel call."""

@@ -25,7 +25,7 @@ from .cpu.conv import transpose_as_pointwise_weight
 from .cpu.tensor import PAD_MODES
 from .cpu_program import _act_args, _epilogue_act, _f32, _fold_bn
 from .executor import DeviceUnavailableError, PlanError
-from .memory import VIEW_OPS, check_fits, plan_memory, storage_owner
+from .memory import VIEW_OPS, blocked_tensors, check_fits, plan_memory, storage_owner
 
 _NO_ACT = (0, 0.0, 0.0)
 _ACTIVATION_OPS = ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid")
@@ -101,10 +101,11 @@ class CudaProgram:
         self.input_names = [i["name"] for i in plan["inputs"]]
         self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
         memory = plan.get("memory") or plan_memory(plan)
-        if memory.get("slices"):
+        if memory.get("slices") or blocked_tensors(plan):
             # A channel slice of a batched buffer is strided across the samples, and these kernels take
             # every tensor as one contiguous range: re-plan the arena with concatenations copying instead.
-            memory = plan_memory(plan, concat_in_place=False)
+            # Likewise channel-blocked storage (the layout pass): these kernels keep every tensor plain.
+            memory = plan_memory(plan, concat_in_place=False, layouts=False)
         # the tensor that owns each tensor's storage: itself, what it is a view of, or the buffer it was
         # planned over (in place)
         self.root: dict[str, str] = {t: storage_owner(memory, t) for t in self.shapes}

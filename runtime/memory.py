@@ -97,9 +97,11 @@ def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
     viewed = {s["inputs"][0] for s in plan["steps"] if s["op"] in VIEW_OPS}
     slices: dict[str, tuple[str, int]] = {}
 
+    blocked = blocked_tensors(plan)
+
     def placeable(t: str) -> bool:
         return (t in producer and producer[t] not in _NO_SLICE_PRODUCERS and t not in viewed
-                and t not in slices and len(shapes[t]) == 3)
+                and t not in slices and len(shapes[t]) == 3 and t not in blocked)
 
     for step in reversed(plan["steps"]):
         out = step["output"]
@@ -120,14 +122,28 @@ def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
     return slices
 
 
-def plan_memory(plan: dict, concat_in_place: bool = True) -> dict:
+def blocked_tensors(plan: dict) -> set[str]:
+    """Tensors stored channel-blocked (the `layout` pass's `c16`): (ceil(C/16), H, W, 16) per sample."""
+    return {s["output"] for s in plan["steps"] if s["attrs"].get("layout") == "c16"}
+
+
+def storage_size(shape, blocked: bool) -> int:
+    """Elements per sample of a tensor's storage (channel-blocked: channels padded to a multiple of 16)."""
+    if blocked:
+        return -(-shape[0] // 16) * 16 * math.prod(shape[1:])
+    return math.prod(shape)
+
+
+def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True) -> dict:
     """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
     tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
     buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
     size without reuse. Network inputs live outside the arena (the caller's arrays) and are never
-    written over."""
+    written over. `layouts`: size channel-blocked tensors padded (False: a target that stores every tensor
+    plain)."""
+    blocked = blocked_tensors(plan) if layouts else set()
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
-    sizes = {t: math.prod(shape) for t, shape in shapes.items()}
+    sizes = {t: storage_size(shape, t in blocked) for t, shape in shapes.items()}
     inputs = [i["name"] for i in plan["inputs"]]
     views: dict[str, str] = {}
     for step in plan["steps"]:
@@ -152,7 +168,8 @@ def plan_memory(plan: dict, concat_in_place: bool = True) -> dict:
             base = view_owner(cand)
             if step["op"] == "conv" and base == view_owner(step["inputs"][0]):
                 continue  # a convolution reads its whole input while storing: never over it
-            if base not in inputs and base not in shared and last_read.get(base) == i and sizes[base] == sizes[out]:
+            if (base not in inputs and base not in shared and last_read.get(base) == i and sizes[base] == sizes[out]
+                    and (base in blocked) == (out in blocked)):
                 in_place[out] = in_place.get(base, base)
                 break
     memory = {"views": views, "in_place": in_place, "slices": slices}

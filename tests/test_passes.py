@@ -26,7 +26,8 @@ network dead() {
 
 
 def test_pipeline_names():
-    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual"]
+    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual",
+                          "layout"]
 
 
 def test_dce_removes_dead_layers_and_their_weights(write_spec):
@@ -111,7 +112,7 @@ def test_pipeline_records_timings(write_spec):
     g, _ = build_graph(write_spec(DEAD_BRANCH))
     ctx = PassContext()
     run_pipeline(g, ctx)
-    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual"}
+    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout"}
 
 
 FUSABLE = """\
@@ -183,7 +184,7 @@ def test_library_same_function_with_fusion_on_and_off(model):
     meta = zoo_meta(model)
     x = np.random.default_rng(1).standard_normal([1, *meta["input_shape"][1:]]).astype(np.float32)
     outs = []
-    for disabled in ((), ("fold_batchnorm", "fuse_activation", "fuse_residual")):
+    for disabled in ((), ("fold_batchnorm", "fuse_activation", "fuse_residual", "layout")):
         plan = plan_mod.from_graph(compile_spec(str(SPECS / f"{model}.cnn"), disabled=disabled).graph)
         w = seeded_fixture_weights(plan["constants"])
         outs.append(Program(plan, w, target="cpu").run({plan["inputs"][0]["name"]: x}))
@@ -261,3 +262,59 @@ def test_fuse_residual_computes_the_same_function(write_spec):
     for label in ("fused-ref", "fused-cpu", "plain-cpu"):
         for k, ref in outs["plain"].items():
             assert np.max(np.abs(outs[label][k] - ref)) <= 1e-5 * max(1.0, np.max(np.abs(ref))), (label, k)
+
+
+DEPTHWISE_CHAINS = """\
+network chains() {
+    input x: (N, 3, 20, 20)
+    stem = conv(x, 24, 3, stride=2, padding=1, bias=false)
+    stem_act = batchnorm(stem) -> relu6()
+    dw1 = conv(stem_act, 24, 3, padding=1, groups=24)           # stem and dw1 blocked
+    dw1_act = silu(dw1)
+    pooled = global_avgpool(dw1_act)
+    scale = conv(pooled, 24, 1) -> sigmoid()
+    se = mul(dw1_act, scale)                                    # blocked too: read by a 1x1 conv only
+    proj = conv(se, 16, 1, bias=false) -> batchnorm()
+    side = conv(x, 16, 3, stride=2, padding=1)
+    skip = add(proj, side)
+    e2 = conv(skip, 40, 1)
+    dw2 = conv(e2, 40, 5, stride=2, padding=2, groups=40)       # e2, dw2 blocked: 40 is not a multiple of 16
+    p2 = conv(dw2, 24, 1)
+    e3 = conv(p2, 24, 1)
+    dw3 = conv(e3, 24, 3, padding=1, groups=24)                 # e3 has two users: stays plain
+    e3r = relu(e3)
+    e4 = conv(e3r, 24, 1)
+    dw4 = conv(e4, 24, 3, padding=1, groups=24)                 # read by a 3x3 conv: stays plain
+    c4 = conv(dw4, 8, 3, padding=1)
+    e5 = conv(c4, 16, 1)
+    dw5 = conv(e5, 16, 3, padding=1, groups=16)                 # a network output: stays plain
+    output y = c4, dw3, dw5
+}
+"""
+
+
+def test_layout_snapshot_and_where_it_must_not_fire(write_spec):
+    from cnnc.passes import layout
+    graph = compile_spec(write_spec(DEPTHWISE_CHAINS), disabled=("layout",)).graph
+    before = graph.dump()
+    assert layout.run(graph, PassContext()) is True
+    verify.run(graph, "layout")
+    blocked = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("layout") == "c16"}
+    assert blocked == {"stem", "dw1", "se", "e2", "dw2"}
+    check_snapshot("layout.txt", before + "--- after layout ---\n" + graph.dump())
+    assert layout.run(graph, PassContext()) is False
+
+
+def test_layout_computes_the_same_function(write_spec):
+    """Blocked chains on the CPU agree with the reference and with the plain-layout plan, batch 1 and 3."""
+    path = write_spec(DEPTHWISE_CHAINS)
+    plans = {label: plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
+             for label, disabled in (("blocked", ()), ("plain", ("layout",)))}
+    w = initialise(plans["plain"]["constants"], seed=11)
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal((n, 3, 20, 20)).astype(np.float32)
+        ref = Program(plans["plain"], w).run({"x": x})
+        for label, plan in plans.items():
+            out = Program(plan, w, target="cpu").run({"x": x})
+            for k in ref:
+                assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * max(1.0, np.max(np.abs(ref[k]))), (label, n, k)

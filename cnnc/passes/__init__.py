@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import dce, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, verify
+from . import dce, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, verify
 
 
 @dataclass
@@ -29,10 +29,11 @@ PIPELINE: list[Pass] = [
     Pass("fold_batchnorm", fold_batchnorm.run, 1),
     Pass("fuse_activation", fuse_activation.run, 1),
     Pass("fuse_residual", fuse_residual.run, 2),
+    Pass("layout", layout.run, 2),
 ]
 
 PASS_NAMES = ["expand"] + [p.name for p in PIPELINE]
-DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: folding and activation fusion; -O2: also residual fusion
+DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: folding and activation fusion; -O2: residual fusion, layout
 
 
 @dataclass

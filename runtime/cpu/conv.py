@@ -106,29 +106,42 @@ def pad_zero_kernel(x, pt, pl, out):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
-def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res, out):
-    """Blocked direct convolution of an already padded input ``xp`` (see the module docstring).
+def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
+                       of, COUT, OH, OW, out_c16):
+    """Blocked direct convolution of an already padded input (see the module docstring), over flat arrays.
 
-    ``res``: empty, or the residual operand (flat, the output's size) added before the activation.
-    ``out`` may be the residual's buffer: each output element is then stored exactly once (tiles that
-    overlap their predecessor skip the pixels already stored), reading its residual value first.
+    Layouts: the input ``xf`` is (N, C, Hp, Wp), or with ``in_c16`` channel-blocked (N, ceil(C/16), Hp, Wp,
+    16) (then groups == 1 and ``wp`` packed by ``pack_c16_input_weight``); the output ``of`` is (N, COUT,
+    OH, OW), or with ``out_c16`` (N, ceil(COUT/16), OH, OW, 16) with every lane written (padding channels
+    get bias 0: ``bias`` then holds NB * 32 values).
+    ``res``: empty, or the residual operand (flat, the output's size, plain layout) added before the
+    activation. ``out`` may be the residual's buffer: each output element is then stored exactly once
+    (tiles that overlap their predecessor skip the pixels already stored), reading its residual first.
     """
-    N, C, Hp, Wp = xp.shape
     G, NB, R, _ = wp.shape
-    _, COUT, OH, OW = out.shape
     CG = C // G
     COG = COUT // G
     P = OH * OW
     HWp = Hp * Wp
+    OB = (COUT + 15) // 16
     # input offset of every tap relative to the top-left input pixel of an output pixel
     xoff = np.empty(R, np.int64)
-    for ci in range(CG):
-        for kh in range(KH):
-            for kw in range(KW):
-                xoff[(ci * KH + kh) * KW + kw] = ci * HWp + kh * dh * Wp + kw * dw
-    xf = xp.reshape(-1)
+    if in_c16:
+        pix = 16  # floats per pixel of a channel block
+        for cb in range(R // (KH * KW * 16)):
+            for kh in range(KH):
+                for kw in range(KW):
+                    for ci in range(16):
+                        xoff[((cb * KH + kh) * KW + kw) * 16 + ci] = (cb * HWp + kh * dh * Wp + kw * dw) * 16 + ci
+        sample = ((C + 15) // 16) * 16 * HWp
+    else:
+        pix = 1
+        for ci in range(CG):
+            for kh in range(KH):
+                for kw in range(KW):
+                    xoff[(ci * KH + kh) * KW + kw] = ci * HWp + kh * dh * Wp + kw * dw
+        sample = C * HWp
     wf = wp.reshape(-1)
-    of = out.reshape(-1)
     has_res = res.size > 0
     nch = max(1, P // CHUNK)
     for item in prange(N * G * NB * nch):
@@ -140,7 +153,7 @@ def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, 
         n = rest // G
         p_begin = ch * CHUNK
         p_end = P if ch == nch - 1 else p_begin + CHUNK
-        xbase = (n * C + g * CG) * HWp
+        xbase = n * sample + g * CG * HWp
         obase = (n * COUT + g * COG + b * OCB) * P
         wbase = (g * NB + b) * R * OCB
         bbase = g * COG + b * OCB
@@ -159,7 +172,7 @@ def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, 
                 q = ps + t
                 if q < p_end:
                     pq[t] = q
-                    pb[t] = xbase + oh * sh * Wp + ow * sw
+                    pb[t] = xbase + (oh * sh * Wp + ow * sw) * pix
                     ow += 1
                     if ow == OW:
                         ow = 0
@@ -195,7 +208,15 @@ def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, 
                     acc[128 + j] += x4 * wj
                     acc[160 + j] += x5 * wj
                     acc[192 + j] += x6 * wj
-            if has_res:  # store only pixels not stored before, each with its residual
+            if out_c16:  # each pixel's 16 channels of a block are contiguous: whole-vector stores
+                for half in range(2):
+                    ob = 2 * b + half
+                    if ob < OB:
+                        for t in range(TP):
+                            o = ((n * OB + ob) * P + pq[t]) * 16
+                            for j in range(16):
+                                of[U(o + j)] = acc[t * 32 + half * 16 + j] + bias[b * OCB + half * 16 + j]
+            elif has_res:  # store only pixels not stored before, each with its residual
                 first = p0 - ps
                 count = min(TP, p_end - ps)
                 for j in range(nvalid):
@@ -217,8 +238,12 @@ def _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, 
                         of[U(oj + pq[t])] = acc[t * 32 + j] + bv
             p0 = ps + TP
         if act != 0:
-            for j in range(nvalid):
-                act_range(of, obase + j * P + p_begin, p_end - p_begin, act, act_a, act_b)
+            if out_c16:
+                for ob in range(2 * b, min(2 * b + 2, OB)):
+                    act_range(of, ((n * OB + ob) * P + p_begin) * 16, (p_end - p_begin) * 16, act, act_a, act_b)
+            else:
+                for j in range(nvalid):
+                    act_range(of, obase + j * P + p_begin, p_end - p_begin, act, act_a, act_b)
 
 
 PW_MR = 8  # output channels per register tile of the pointwise kernel
@@ -393,12 +418,48 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
     activation (act, act_a, act_b) is applied to the output.
     """
     N, C, H, W = x.shape
+    _, COUT, OH, OW = out.shape
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
-        _conv_blocked_core(x, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res, out)
+        _conv_blocked_core(x.reshape(-1), N, C, H, W, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
+                           res, out.reshape(-1), COUT, OH, OW, False)
     else:
         xp = np.empty((N, C, H + pt + pb, W + pl + pr), np.float32)
         pad_zero_kernel(x, pt, pl, xp)
-        _conv_blocked_core(xp, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res, out)
+        _conv_blocked_core(xp.reshape(-1), N, C, H + pt + pb, W + pl + pr, False, wp, bias, KH, KW, sh, sw, dh, dw,
+                           act, act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def conv2d_c16_kernel(x, in_c16, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
+                      res, out, COUT, OH, OW, out_c16):
+    """A dense convolution (groups == 1) between layouts: x flat, plain (N, C, H, W) or channel-blocked
+    (``in_c16``: unpadded, pads must be 0); out flat, plain or channel-blocked (``out_c16``). ``wp`` from
+    ``conv_pack_weight_kernel`` (plain input) or ``pack_c16_input_weight``; ``bias`` padded to NB * 32;
+    ``res`` empty or the residual operand (plain output only)."""
+    cb = (C + 15) // 16
+    N = x.size // (cb * 16 * H * W) if in_c16 else x.size // (C * H * W)
+    if pt == 0 and pl == 0 and pb == 0 and pr == 0:
+        _conv_blocked_core(x, N, C, H, W, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
+                           out, COUT, OH, OW, out_c16)
+    else:
+        xp = np.empty((N, C, H + pt + pb, W + pl + pr), np.float32)
+        pad_zero_kernel(x.reshape(N, C, H, W), pt, pl, xp)
+        _conv_blocked_core(xp.reshape(-1), N, C, H + pt + pb, W + pl + pr, False, wp, bias, KH, KW, sh, sw, dh, dw,
+                           act, act_a, act_b, res, out, COUT, OH, OW, out_c16)
+
+
+def pack_c16_input_weight(weight):
+    """Pack a dense Conv weight (COUT, C, KH, KW) for a channel-blocked input: (1, NB, CB*KH*KW*16, OCB) with
+    the taps ordered (channel block, kh, kw, channel in block); padding channels and rows are zero."""
+    cout, c, kh, kw = weight.shape
+    cb = -(-c // 16)
+    w = np.zeros((cout, cb * 16, kh, kw), np.float32)
+    w[:, :c] = weight
+    w = w.reshape(cout, cb, 16, kh, kw).transpose(0, 1, 3, 4, 2).reshape(cout, -1)
+    nb = -(-cout // OCB)
+    packed = np.zeros((nb * OCB, w.shape[1]), np.float32)
+    packed[:cout] = w
+    return np.ascontiguousarray(packed.reshape(1, nb, OCB, -1).transpose(0, 1, 3, 2))
 
 
 def transpose_as_pointwise_weight(weight, groups):

@@ -166,6 +166,7 @@ class ConvPlan:
         self.bias = _bias(bias, self.cout)
         self.act = (int(act), float(act_a), float(act_b))
         self._packed = {}
+        self._bias_c16 = None
 
     def out_shape(self, x_shape):
         n, c, h, w = x_shape
@@ -180,13 +181,37 @@ class ConvPlan:
         shape = (self.cout, self.cg, self.kh, self.kw)
         return conv_strategy(shape, self.groups, self.stride, self.pads, self.out_shape(x_shape)[2:])
 
-    def prepare(self, x_shape, residual: bool = False) -> None:
-        """Pack the weight for inputs of ``x_shape`` now and release the unpacked copy (a runtime that knows
-        its shapes keeps one copy of each weight, not two)."""
+    def prepare(self, x_shape, residual: bool = False, layouts: tuple[bool, bool] = (False, False)) -> None:
+        """Pack the weight for inputs of ``x_shape`` (and the layouts ``run_c16`` will be called with) now and
+        release the unpacked copy (a runtime that knows its shapes keeps one copy of each weight, not two)."""
         strategy = self.strategy(x_shape)
-        self.packed_weight("blocked" if strategy == "dense" and residual else strategy)
+        if any(layouts):
+            self.packed_weight("c16_input" if layouts[0] else "blocked")
+        else:
+            self.packed_weight("blocked" if strategy == "dense" and residual else strategy)
         if strategy != "depthwise":  # the depthwise kernel reads the unpacked weight
             self.weight = None
+
+    def run_c16(self, x, x_shape, in_c16: bool, out, out_c16: bool, residual=None):
+        """A dense convolution (groups == 1) between layouts: ``x`` and ``out`` flat, each plain or
+        channel-blocked (``cpu/c16.py``); ``x_shape`` the input's (N, C, H, W). A blocked input has no padding;
+        a ``residual`` (flat, plain) needs a plain output, which may be its buffer."""
+        if self.groups != 1 or (in_c16 and any(self.pads)) or (residual is not None and out_c16):
+            raise ValueError("channel-blocked convolution needs groups == 1, no padding of a blocked input and "
+                             "a plain output for a residual")
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        pt, pl, pb, pr = self.pads
+        _, c, h, w = x_shape
+        _, _, oh, ow = self.out_shape(x_shape)
+        wp = self.packed_weight("c16_input" if in_c16 else "blocked")
+        if self._bias_c16 is None:  # every lane of a blocked output is written: biases for the padding too
+            self._bias_c16 = np.zeros(-(-self.cout // _conv.OCB) * _conv.OCB, np.float32)
+            self._bias_c16[: self.cout] = self.bias
+        _conv.conv2d_c16_kernel(x, bool(in_c16), c, h, w, wp, self._bias_c16, self.kh, self.kw, sh, sw, pt, pl, pb,
+                                pr, dh, dw, *self.act, _NO_RESIDUAL if residual is None else residual, out,
+                                self.cout, oh, ow, bool(out_c16))
+        return out
 
     def packed_weight(self, strategy: str) -> np.ndarray:
         """The weight in the layout of ``strategy``'s kernel (packed once, then cached)."""
@@ -201,6 +226,8 @@ class ConvPlan:
                 _conv.conv_pack_pointwise_kernel(self.weight, wp)
             elif strategy == "dense":
                 wp = np.ascontiguousarray(self.weight.reshape(self.cout, -1))
+            elif strategy == "c16_input":
+                wp = _conv.pack_c16_input_weight(self.weight)
             else:
                 wp = self.weight
             self._packed[strategy] = wp

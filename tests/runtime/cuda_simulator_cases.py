@@ -237,17 +237,36 @@ network tiny_resnet() {
 """
 
 
-@pytest.mark.parametrize("spec", ["lenet5", "tiny_resnet"])
+# A MobileNet/EfficientNet-style chain: the CPU stores it channel-blocked (the layout pass) and writes the
+# concat's inputs in place; this target keeps every tensor plain and must re-plan its arena accordingly.
+TINY_MBCONV = """
+network tiny_mbconv() {
+    input x: (N, 3, 8, 8)
+    stem = conv(x, 16, 3, stride=2, padding=1) -> silu()
+    dw = conv(stem, 16, 3, padding=1, groups=16) -> silu()
+    s = global_avgpool(dw) -> conv(4, 1) -> silu() -> conv(16, 1) -> sigmoid()
+    se = mul(dw, s)
+    p = conv(se, 8, 1)
+    q = conv(x, 8, 3, stride=2, padding=1)
+    c = concat(p, q)
+    output y = c
+}
+"""
+
+
+@pytest.mark.parametrize("spec", ["lenet5", "tiny_resnet", "tiny_mbconv"])
 def test_network_end_to_end(tmp_path, spec):
     if spec == "lenet5":
         path = SPECS / "lenet5.cnn"
     else:
-        path = tmp_path / "tiny_resnet.cnn"
-        path.write_text(TINY_RESNET)
+        path = tmp_path / f"{spec}.cnn"
+        path.write_text({"tiny_resnet": TINY_RESNET, "tiny_mbconv": TINY_MBCONV}[spec])
     gpu = cnnc.load(str(path), target="cuda")
     ref = cnnc.load(str(path), target="reference")
     x = np.random.default_rng(3).standard_normal((BATCH, *gpu.inputs["x"])).astype(np.float32)
     got, want = gpu.run({"x": x}), ref.run({"x": x})
+    if spec == "tiny_mbconv":  # the plan does carry a blocked chain and concat slices
+        assert any(s["attrs"].get("layout") for s in gpu.plan["steps"]) and gpu.plan["memory"]["slices"]
     for name in want:
         assert np.max(np.abs(got[name] - want[name])) <= 1e-4 * np.max(np.abs(want[name])), name
     again = gpu.run({"x": x[:1]})  # a second batch size re-plans the buffers; results do not depend on it

@@ -631,3 +631,72 @@ def test_each_kernel_compiles_one_signature():
     assert len(kernels) >= 15
     for k in kernels:
         assert len(k.signatures) <= 1, (k.py_func.__name__, k.signatures)
+
+
+# ---------------------------------------------------------------------------
+# channel-blocked ("c16") kernels
+# ---------------------------------------------------------------------------
+from cnnc.runtime.cpu import c16 as cpu_c16  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "n,c,h,w,k,stride,pad,dil",
+    [
+        (2, 24, 9, 11, 3, 1, 1, 1),  # 24 channels: a padded second block; rows not a multiple of 8 pixels
+        (1, 40, 14, 14, 5, 2, 2, 1),  # EfficientNet's 5x5 stride 2
+        (1, 16, 7, 7, 3, 1, 1, 1),  # a plane narrower than a tile
+        (1, 5, 3, 4, 5, 1, 2, 1),  # window wider than the plane
+        (1, 32, 20, 17, 3, 1, 2, 2),  # dilation
+        (1, 8, 23, 30, 3, 3, 0, 1),  # stride 3, no padding
+    ],
+)
+def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
+    x = rand(n, c, h, w)
+    wt = rand(c, 1, k, k)
+    bias = rand(c)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4,
+                  dilations=[dil] * 2, group=c)
+    w16, b16 = cpu_c16.pack_depthwise(wt, bias)
+    oh, ow = ref.shape[2:]
+    out = np.full((n, cpu_c16.blocks(c), oh, ow, 16), np.nan, np.float32)
+    cpu_c16.depthwise_c16_kernel(cpu_c16.to_c16(x).reshape(-1), h, w, w16, b16, stride, stride, pad, pad, dil, dil,
+                                 cpu.ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1), oh, ow)
+    assert np.isfinite(out).all()  # padding lanes written too
+    assert_close(cpu_c16.from_c16(out, c), np.maximum(ref, 0))
+
+
+@pytest.mark.parametrize(
+    "in_c16,out_c16,n,c,h,w,cout,k,stride,pad",
+    [
+        (False, True, 2, 3, 12, 13, 40, 3, 2, 1),  # a stem writing blocked (padded plain input)
+        (False, True, 1, 24, 7, 9, 20, 1, 1, 0),
+        (True, False, 1, 24, 7, 9, 20, 1, 1, 0),  # a projection reading blocked (never padded)
+        (True, True, 2, 40, 5, 6, 33, 1, 1, 0),
+    ],
+)
+def test_conv2d_between_layouts(in_c16, out_c16, n, c, h, w, cout, k, stride, pad):
+    x = rand(n, c, h, w)
+    wt = rand(cout, c, k, k, scale=0.5)
+    bias = rand(cout)
+    plan = cpu.pack_conv2d(wt, bias, stride=(stride, stride), pads=(pad,) * 4)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)
+    xin = cpu_c16.to_c16(x) if in_c16 else x
+    out = np.full((n, cpu_c16.blocks(cout), *ref.shape[2:], 16) if out_c16 else ref.shape, np.nan, np.float32)
+    plan.run_c16(xin.reshape(-1), x.shape, in_c16, out.reshape(-1), out_c16)
+    assert np.isfinite(out).all()
+    assert_close(cpu_c16.from_c16(out, cout) if out_c16 else out, ref)
+
+
+@pytest.mark.parametrize("n,c,h,w", [(2, 40, 5, 6), (1, 16, 7, 7), (3, 20, 1, 1)])
+def test_pool_and_channel_multiply_c16(n, c, h, w):
+    x = rand(n, c, h, w)
+    xb = cpu_c16.to_c16(x)
+    pooled = np.empty((n, c), np.float32)
+    cpu_c16.global_avg_pool_c16_kernel(xb.reshape(-1), c, h * w, pooled.reshape(-1))
+    assert_close(pooled.reshape(n, c, 1, 1), ort_run("GlobalAveragePool", {"x": x}))
+    s = rand(n, c, 1, 1)
+    out = np.empty_like(xb)
+    cpu_c16.channel_mul_c16_kernel(xb.reshape(-1), s.reshape(-1), c, h * w, 0, 0.0, 0.0, out.reshape(-1))
+    assert_close(cpu_c16.from_c16(out, c), ort_run("Mul", {"x": x, "s": s}))
+    cpu_c16.channel_mul_c16_kernel(xb.reshape(-1), s.reshape(-1), c, h * w, 0, 0.0, 0.0, xb.reshape(-1))  # in place
+    assert_close(cpu_c16.from_c16(xb, c), x * s)
