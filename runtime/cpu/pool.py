@@ -27,33 +27,68 @@ def _col_range(kw_off, pl, sw, W, OW):
     return lo, max(lo, hi)
 
 
+MAX_CHUNKS = 16  # parallel chunks of planes for max pooling, each with its own buffers
+
+
 @numba.njit(cache=True, error_model="numpy", parallel=True)
 def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
     """out[n,c,oh,ow] = max over taps of x[n,c,oh*sh-pt+kh*dh, ow*sw-pl+kw*dw] (in-image taps only).
 
     The output size (ceil_mode, end padding) is given by ``out``; a window with no in-image tap
-    yields -inf.
+    yields -inf. Separable and vectorised per plane: the plane is copied into a buffer bordered
+    with -inf (so no tap needs a bounds test), the maximum over each row window is taken along the
+    whole flattened buffer at once (contiguous loops, one per tap column), then the maximum over the
+    column window for each output row.
     """
     N, C, H, W = x.shape
     _, _, OH, OW = out.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
     ninf = np.float32(-np.inf)
-    for nc in prange(N * C):
-        xb = nc * H * W
-        for oh in range(OH):
-            o = (nc * OH + oh) * OW
-            for ow in range(OW):
-                of[U(o + ow)] = ninf
-            for kh in range(KH):
-                ih = oh * sh - pt + kh * dh
+    HQ = (OH - 1) * sh + (KH - 1) * dh + 1  # buffer rows the windows cover
+    Wp = max((OW - 1) * sw + (KW - 1) * dw + 1, pl + W)  # buffer columns
+    span = HQ * Wp - (KW - 1) * dw  # flat positions whose row window stays inside the buffer
+    nchunk = min(N * C, MAX_CHUNKS)
+    # two buffers per chunk: in one array, LLVM cannot tell the row-maximum loops' reads and writes apart
+    # and leaves them scalar
+    padded = np.empty((nchunk, HQ * Wp), np.float32)
+    rowmax = np.empty((nchunk, HQ * Wp), np.float32)
+    for chunk in prange(nchunk):
+        buf = padded[chunk]
+        hm = rowmax[chunk]
+        for nc in range(chunk * (N * C) // nchunk, (chunk + 1) * (N * C) // nchunk):
+            xb = nc * H * W
+            for r in range(HQ):  # the plane at (pt, pl), -inf around it
+                o = r * Wp
+                ih = r - pt
                 if ih < 0 or ih >= H:
+                    for q in range(Wp):
+                        buf[U(o + q)] = ninf
                     continue
-                for kw in range(KW):
-                    lo, hi = _col_range(kw * dw, pl, sw, W, OW)
-                    i = xb + ih * W - pl + kw * dw
-                    for ow in range(lo, hi):
-                        v = xf[U(i + ow * sw)]
+                for q in range(pl):
+                    buf[U(o + q)] = ninf
+                i = xb + ih * W
+                for q in range(min(W, Wp - pl)):
+                    buf[U(o + pl + q)] = xf[U(i + q)]
+                for q in range(pl + W, Wp):
+                    buf[U(o + q)] = ninf
+            for i in range(span):
+                hm[U(i)] = buf[U(i)]
+            for kw in range(1, KW):
+                d = kw * dw
+                for i in range(span):
+                    v = buf[U(i + d)]
+                    m = hm[U(i)]
+                    hm[U(i)] = v if v > m else m
+            for oh in range(OH):
+                o = (nc * OH + oh) * OW
+                r0 = oh * sh * Wp
+                for ow in range(OW):
+                    of[U(o + ow)] = hm[U(r0 + ow * sw)]
+                for kh in range(1, KH):
+                    r = r0 + kh * dh * Wp
+                    for ow in range(OW):
+                        v = hm[U(r + ow * sw)]
                         m = of[U(o + ow)]
                         of[U(o + ow)] = v if v > m else m
 
