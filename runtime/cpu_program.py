@@ -104,26 +104,26 @@ class CpuProgram:
         self.shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
         self.input_names = [i["name"] for i in plan["inputs"]]
         self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
-        # The memory plan decided at compile time (plans from `cnnc compile` carry it); views share
-        # their input's storage: `root` maps every tensor to the tensor that owns it.
+        # The memory plan decided at compile time (plans from `cnnc compile` carry it). It may place concat
+        # inputs as channel slices of the concat's buffer; a slice of a batch is not contiguous (its samples
+        # lie a whole buffer apart), so that plan serves batches of one, and larger batches use the same
+        # plan with the concatenations copying (a per-sample loop would starve the threads).
         memory = plan.get("memory") or plan_memory(plan)
-        self.root: dict[str, str] = {t: storage_owner(memory, t) for t in self.shapes}
-        # tensors living as channel slices of a concat's buffer: (buffer, channel offset)
-        self.slices = {t: slice_of(memory, t) for t in memory.get("slices", {})}
+        self.modes = {True: _Placement(memory)}
+        self.modes[False] = _Placement(plan_memory(plan, concat_in_place=False)) if memory.get("slices") \
+            else self.modes[True]
         # tensors stored channel-blocked (the layout pass): (ceil(C/16), H, W, 16) per sample
         self.blocked = blocked_tensors(plan)
         self.storage = {t: (-(-s[0] // 16), *s[1:], 16) if t in self.blocked else s for t, s in self.shapes.items()}
-        self.offsets = dict(memory["offsets"])
-        self.arena_per_sample = int(memory["per_sample"])
         self.no_reuse_per_sample = int(memory["no_reuse"])
+        self.arena_per_sample = self.modes[True].arena_per_sample
         # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
         self._scratch_shapes: dict[str, tuple] = {}
         self.runners = [self._bind(step, weights) for step in plan["steps"]]
+        # concat steps of the copying placement (the others are the same in both)
+        self.copying_runners = [self._bind_concat(step, {}) if step["op"] == "concat" else runner
+                                for step, runner in zip(plan["steps"], self.runners)]
         _return_freed_memory()  # the unpacked and unfolded weight copies made while binding
-        # A slice of a batch is not contiguous (its samples are a whole buffer apart): steps that touch
-        # one run sample by sample when the batch has more than one.
-        self.per_sample = [any(t in self.slices for t in (*step["inputs"], step["output"]))
-                           for step in plan["steps"]]
         self._per_batch: dict[int, tuple] = {}
 
     # ---- binding: one runner per step, weights prepared once
@@ -223,24 +223,7 @@ class CpuProgram:
                     _binary_into(out, x, code, out, act if i == last else (ACT_NONE, 0.0, 0.0))
             return run_binary
         if op == "concat":
-            axis = a["axis"]
-            if axis != 1 or not self.slices:
-                return lambda xs, out, s: concat_into(xs, axis, out)
-            # Inputs whose producers wrote them in place (concat_slices) are not copied again.
-            buf, base = self.slices.get(step["output"], (step["output"], 0))
-            copies, offset = [], 0
-            for i, t in enumerate(step["inputs"]):
-                c = self.shapes[t][0]
-                if self.slices.get(t) != (buf, base + offset):
-                    copies.append((i, offset, c))
-                offset += c
-            if not copies:
-                return None
-
-            def run_concat(xs, out, s):
-                for i, off, c in copies:
-                    np.copyto(out[:, off:off + c], xs[i])
-            return run_concat
+            return self._bind_concat(step, self.modes[True].slices)
         if op == "upsample":
             fh, fw = a["scale"]
             return lambda xs, out, s: _ten.upsample_nearest_kernel(xs[0], fh, fw, out)
@@ -259,6 +242,27 @@ class CpuProgram:
             img_h, img_w = (float(v) for v in a["image_size"])
             return lambda xs, out, s: _ten.yolo_decode_kernel(xs[0], anchors, img_h, img_w, out)
         raise KeyError(op)
+
+    def _bind_concat(self, step, slices: dict):
+        """A concatenation; with `slices` (tensor -> (buffer, channel offset)), inputs that their producers
+        wrote in place are not copied again (None: nothing left to copy)."""
+        axis = step["attrs"]["axis"]
+        if axis != 1 or not slices:
+            return lambda xs, out, s: concat_into(xs, axis, out)
+        buf, base = slices.get(step["output"], (step["output"], 0))
+        copies, offset = [], 0
+        for i, t in enumerate(step["inputs"]):
+            c = self.shapes[t][0]
+            if slices.get(t) != (buf, base + offset):
+                copies.append((i, offset, c))
+            offset += c
+        if not copies:
+            return None
+
+        def run_concat(xs, out, s):
+            for i, off, c in copies:
+                np.copyto(out[:, off:off + c], xs[i])
+        return run_concat
 
     def _bind_c16_conv(self, step, weight, bias, act, in_c16: bool, out_c16: bool):
         """A convolution reading or writing the channel-blocked layout (see cpu/c16.py)."""
@@ -290,52 +294,63 @@ class CpuProgram:
         if cached is not None:
             return cached
         self._per_batch.clear()  # release the previous batch size's arena before sizing a new one
+        mode = self.modes[n == 1]
         scratch_per_sample = sum(math.prod(g.out_shape((1, *shape))) for g, shape in
                                  self._scratch_shapes.values())
         outputs_per_sample = sum(math.prod(self.shapes[t]) for _, t in self.outputs)
-        check_fits(4 * n * (self.arena_per_sample + scratch_per_sample + outputs_per_sample), n, self.memory_limit)
-        arena = np.empty(self.arena_per_sample * n, np.float32)
+        check_fits(4 * n * (mode.arena_per_sample + scratch_per_sample + outputs_per_sample), n, self.memory_limit)
+        arena = np.empty(mode.arena_per_sample * n, np.float32)
         views = {}
-        for t, off in self.offsets.items():
+        for t, off in mode.offsets.items():
             size = math.prod(self.storage[t])
             views[t] = arena[off * n: (off + size) * n].reshape(n, *self.storage[t])
-        for t, (buf, off) in self.slices.items():
+        for t, (buf, off) in mode.slices.items():  # batches of one: contiguous channel slices
             views[t] = views[buf][:, off:off + self.shapes[t][0]]
         scratch = {}
         for out_name, (gemm, in_shape) in self._scratch_shapes.items():
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
-        self._per_batch[n] = (arena, views, scratch)
+        runners = self.runners if n == 1 else self.copying_runners
+        self._per_batch[n] = (arena, views, scratch, mode, runners)
         return self._per_batch[n]
 
     def release(self) -> None:
         """Free the arena and scratch of the batch size run last (the next run allocates them again)."""
         self._per_batch.clear()
 
-    def view(self, views, inputs, t: str, n: int) -> np.ndarray:
-        if t in self.slices:
+    def view(self, views, inputs, t: str, n: int, mode) -> np.ndarray:
+        if t in mode.slices:
             return views[t]
-        owner = self.root.get(t, t)
+        owner = mode.root.get(t, t)
         base = inputs[owner] if owner in inputs else views[owner]
         return base.reshape(n, *self.storage[t])
 
     def run(self, inputs: dict[str, np.ndarray], profile: list | None = None) -> dict[str, np.ndarray]:
         """Run one batch. With `profile` (a list), append (step index, seconds) for every kernel call."""
         n = len(next(iter(inputs.values())))
-        _, views, scratch = self._buffers(n)
+        _, views, scratch, mode, runners = self._buffers(n)
         feeds = {k: _f32(v) for k, v in inputs.items()}
         clock = time.perf_counter
-        for i, (step, runner) in enumerate(zip(self.plan["steps"], self.runners)):
+        for i, (step, runner) in enumerate(zip(self.plan["steps"], runners)):
             if runner is None:
                 continue
-            xs = [self.view(views, feeds, t, n) for t in step["inputs"]]
-            out = self.view(views, feeds, step["output"], n)
-            t0 = clock()
-            if n > 1 and self.per_sample[i]:
-                for k in range(n):
-                    runner([x[k:k + 1] for x in xs], out[k:k + 1], scratch.get(step["output"]))
-            else:
+            xs = [self.view(views, feeds, t, n, mode) for t in step["inputs"]]
+            out = self.view(views, feeds, step["output"], n, mode)
+            if profile is None:
                 runner(xs, out, scratch.get(step["output"]))
-            if profile is not None:
+            else:
+                t0 = clock()
+                runner(xs, out, scratch.get(step["output"]))
                 profile.append((i, clock() - t0))
-        return {name: self.view(views, feeds, t, n).copy() for name, t in self.outputs}
+        return {name: self.view(views, feeds, t, n, mode).copy() for name, t in self.outputs}
 
+
+class _Placement:
+    """Where a memory plan puts every tensor: its storage owner (`root`), the owners' offsets, the arena
+    size per sample, and channel slices of concat buffers."""
+
+    def __init__(self, memory: dict):
+        self.root = {t: storage_owner(memory, t) for t in set(memory["offsets"]) | set(memory["views"])
+                     | set(memory.get("in_place", {}))}
+        self.slices = {t: slice_of(memory, t) for t in memory.get("slices", {})}
+        self.offsets = dict(memory["offsets"])
+        self.arena_per_sample = int(memory["per_sample"])
