@@ -11,6 +11,7 @@ order, and every user error reported as a located diagnostic — all independent
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import re
@@ -26,6 +27,67 @@ MAX_NODES = 200_000  # a spec that expands beyond this is refused (E221)
 MAX_DEPTH = 64  # nested block instances (recursion)
 MAX_REPEAT = 100_000
 MAX_ERRORS = 50
+MAX_NAME = 1_000  # characters of an instance name or name template
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_part(text: str, span: Span) -> A.Expr:
+    """A `{...}` part of an instance-name template, parsed once (a template in a loop of 100,000 layers would
+    otherwise be parsed 100,000 times). Evaluation never mutates the expression, so sharing it is safe."""
+    return parse_expression(text, span)
+
+
+def _names_read(node) -> set[str]:
+    """Every name an expression or pipeline mentions."""
+    found, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, A.Name):
+            found.add(n.id)
+        if isinstance(n, (list, tuple)):
+            todo.extend(n)
+        elif hasattr(n, "__dataclass_fields__"):
+            todo.extend(v for v in vars(n).values() if isinstance(v, (list, tuple)) or hasattr(v, "__dataclass_fields__"))
+    return found
+
+
+def _forward_reference(d: Diagnostic, stmt: A.Stmt, later: list[A.Stmt]) -> Diagnostic:
+    """An undefined name that a later statement of the same body defines: a cycle (E220) when that
+    definition reads, directly or through others defined later, what this statement defines; otherwise
+    a use before the definition (E210, with a hint)."""
+    m = re.fullmatch(r"undefined name '(\w+)'", d.message) if d.code == "E210" else None
+    defs = {s.target: s for s in later if isinstance(s, A.Assign)}
+    if m and isinstance(stmt, A.Assign) and m.group(1) == stmt.target:
+        return Diagnostic("E220", f"cycle: '{stmt.target}' reads itself before it is defined", d.span,
+                          "a network is acyclic: a layer reads only tensors computed before it")
+    if m is None or m.group(1) not in defs:
+        return d
+    name = m.group(1)
+    target = stmt.target if isinstance(stmt, A.Assign) else None
+    cycle = None
+    if target is not None:  # breadth-first through later definitions, back to `target`
+        parent, queue = {name: None}, [name]
+        while queue and cycle is None:
+            cur = queue.pop(0)
+            for read in sorted(_names_read(defs[cur].value)):
+                if read == target:
+                    cycle, node = [], cur
+                    while node is not None:
+                        cycle.append(node)
+                        node = parent[node]
+                    cycle.reverse()  # name -> ... -> cur
+                    break
+                if read in defs and read not in parent:
+                    parent[read] = cur
+                    queue.append(read)
+    where = defs[name].span
+    if cycle:
+        return Diagnostic("E220", f"cycle: {' -> '.join([target] + cycle)} -> {target}: '{target}' reads "
+                          f"'{name}', which is computed from '{target}'", d.span,
+                          "a network is acyclic: a layer reads only tensors computed before it",
+                          [(where, f"'{name}' is defined here")])
+    return Diagnostic("E210", f"'{name}' is used before it is defined (line {where.line})", d.span,
+                      "move this statement below the definition", [(where, f"'{name}' is defined here")])
 
 
 # ---- values of the language ------------------------------------------------------------------------
@@ -120,6 +182,12 @@ def _type_name(v) -> str:
     if isinstance(v, (BlockRef, OpRef, Builtin)):
         return "callable"
     return type(v).__name__
+
+
+def _a(v) -> str:
+    """The type with its article: 'an integer', 'a tuple', 'none'."""
+    name = _type_name(v)
+    return name if v is None else ("an " if name[0] in "aeiou" else "a ") + name
 
 
 # ---- builtins ------------------------------------------------------------------------------------------
@@ -447,7 +515,7 @@ class Expander:
 
     # -- statements
     def exec_body(self, body: list[A.Stmt], env: Env, frame: Frame, root: bool = False):
-        for stmt in body:
+        for index, stmt in enumerate(body):
             self.steps += 1
             if self.steps > MAX_STEPS:
                 raise LimitError(self.errors + [Diagnostic(
@@ -458,7 +526,7 @@ class Expander:
             except (_Return, LimitError):
                 raise
             except CnncError as err:
-                self.error(err.diagnostics)
+                self.error([_forward_reference(d, stmt, body[index + 1:]) for d in err.diagnostics])
                 if isinstance(stmt, A.Assign):
                     env.vars[stmt.target] = POISON_TENSOR
                 frame.prev = POISON_TENSOR
@@ -644,7 +712,7 @@ class Expander:
                     piped = POISON_TENSOR
                 elif not _is_tensorish(value):
                     raise CnncError(Diagnostic("E213", f"'->' feeds a tensor into the next layer, but the left side "
-                                               f"is a {_type_name(value)}", pl.stages[i - 1].span))
+                                               f"is {_a(value)}", pl.stages[i - 1].span))
                 else:
                     piped = value
             value = self.stage(st, env, frame, piped, explicit, first=(i == 0))
@@ -654,10 +722,13 @@ class Expander:
         if isinstance(expr, A.Name):
             return expr.id
         text = expr.value
+        if len(text) > MAX_NAME:
+            raise CnncError(Diagnostic("E203", f"instance name of {len(text):,} characters is too long "
+                                       f"(at most {MAX_NAME:,})", expr.span))
         out, pos = [], 0
         for m in re.finditer(r"\{([^{}]*)\}", text):
             out.append(text[pos:m.start()])
-            value = self.eval(parse_expression(m.group(1), expr.span), env)
+            value = self.eval(_template_part(m.group(1), expr.span), env)
             out.append(str(value))
             pos = m.end()
         out.append(text[pos:])
@@ -700,7 +771,7 @@ class Expander:
             if func.id in BUILTINS:
                 return Builtin(func.id, BUILTINS[func.id])
             if found:
-                raise CnncError(Diagnostic("E213", f"'{func.id}' is a {_type_name(value)}, not an op or block",
+                raise CnncError(Diagnostic("E213", f"'{func.id}' is {_a(value)}, not an op or block",
                                            func.span))
             choices = sorted(set(REGISTRY) | set(ALIASES) | set(env.module.blocks if env.module else ()))
             raise CnncError(Diagnostic("E200", f"unknown op or block '{func.id}'", func.span,
@@ -708,7 +779,7 @@ class Expander:
         value = self.eval(func, env)
         if isinstance(value, (OpRef, BlockRef, Builtin)):
             return value
-        raise CnncError(Diagnostic("E213", f"cannot call a {_type_name(value)}", func.span))
+        raise CnncError(Diagnostic("E213", f"cannot call {_a(value)}", func.span))
 
     def _split_args(self, call: A.Call, env: Env):
         pos = [(self.eval(a, env), a.span) for a in call.args]
@@ -965,7 +1036,7 @@ class Expander:
             if e.op == "not":
                 return not v
             if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise CnncError(Diagnostic("E202", f"cannot apply unary '{e.op}' to a {_type_name(v)}", e.span))
+                raise CnncError(Diagnostic("E202", f"cannot apply unary '{e.op}' to {_a(v)}", e.span))
             return -v if e.op == "-" else v
         if isinstance(e, A.BoolOp):
             result = None
@@ -985,8 +1056,8 @@ class Expander:
                         "<=": lambda: left <= right, ">": lambda: left > right, ">=": lambda: left >= right,
                         "in": lambda: left in right}[e.op]()
             except TypeError:
-                raise CnncError(Diagnostic("E202", f"cannot compare a {_type_name(left)} with a "
-                                           f"{_type_name(right)} using '{e.op}'", e.span)) from None
+                raise CnncError(Diagnostic("E202", f"cannot compare {_a(left)} with "
+                                           f"{_a(right)} using '{e.op}'", e.span)) from None
         if isinstance(e, A.CondExpr):
             test = self.eval(e.test, env)
             if test is POISON:
@@ -998,17 +1069,17 @@ class Expander:
                 return POISON
             if isinstance(obj, Tensor):
                 return _tensor_attr(obj, e)
-            raise CnncError(Diagnostic("E201", f"a {_type_name(obj)} has no attribute '{e.attr}'", e.span))
+            raise CnncError(Diagnostic("E201", f"{_a(obj)} has no attribute '{e.attr}'", e.span))
         if isinstance(e, A.GetItem):
             obj, idx = self.eval(e.obj, env), self.eval(e.index, env)
             if obj is POISON or idx is POISON:
                 return POISON
             if not isinstance(obj, (tuple, list, str)):
-                raise CnncError(Diagnostic("E202", f"cannot index a {_type_name(obj)}", e.span))
+                raise CnncError(Diagnostic("E202", f"cannot index {_a(obj)}", e.span))
             if not isinstance(idx, int) or isinstance(idx, bool):
                 raise CnncError(Diagnostic("E202", f"index must be an integer, found {_type_name(idx)}", e.index.span))
             if not -len(obj) <= idx < len(obj):
-                raise CnncError(Diagnostic("E203", f"index {idx} is out of range for a {_type_name(obj)} of "
+                raise CnncError(Diagnostic("E203", f"index {idx} is out of range for {_a(obj)} of "
                                            f"length {len(obj)}", e.index.span))
             return obj[idx]
         if isinstance(e, A.Call):
@@ -1089,8 +1160,8 @@ def _binop(e: A.BinOp, left, right):
     except OverflowError:
         raise _too_large(e, "the result") from None
     except TypeError:
-        raise CnncError(Diagnostic("E202", f"cannot apply '{op}' to a {_type_name(left)} and a "
-                                   f"{_type_name(right)}", e.span)) from None
+        raise CnncError(Diagnostic("E202", f"cannot apply '{op}' to {_a(left)} and "
+                                   f"{_a(right)}", e.span)) from None
     raise CnncError(Diagnostic("E900", f"unknown operator {op}", e.span))
 
 

@@ -7,11 +7,25 @@ import json
 import os
 import struct
 import tempfile
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 
 from .errors import CnncError, Diagnostic
+
+# What numpy and zipfile raise on a damaged file (a header that does not parse, data cut short, a bad
+# compressed stream, an unknown compression method): each means "not a readable file", never a traceback.
+READ_ERRORS = (ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, NotImplementedError,
+               tokenize.TokenError, zipfile.BadZipFile, zlib.error)
+
+
+def describe(err: BaseException) -> str:
+    """A read error in words (numpy reports a header that does not parse as a tokenizer error)."""
+    if isinstance(err, (SyntaxError, tokenize.TokenError)):
+        return "its header does not parse"
+    return str(err) or type(err).__name__
 
 
 @contextlib.contextmanager
@@ -53,8 +67,8 @@ def load_npy(path: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise _bad(path, "cannot read: no such file") from None
-    except (ValueError, OSError, EOFError) as err:
-        raise CnncError(Diagnostic("E401", f"{path}: not a readable .npy array ({err})", None,
+    except READ_ERRORS as err:
+        raise CnncError(Diagnostic("E401", f"{path}: not a readable .npy array ({describe(err)})", None,
                                    "is the file truncated or not a numpy array?")) from None
 
 
@@ -70,8 +84,8 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("not an .npz archive")
             return {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CnncError(Diagnostic("E400", f"{path}: not a readable .npz archive ({err})", None,
+    except READ_ERRORS as err:
+        raise CnncError(Diagnostic("E400", f"{path}: not a readable .npz archive ({describe(err)})", None,
                                    "weights are .npz or .safetensors files")) from None
 
 

@@ -14,6 +14,8 @@ from . import ast as A
 from .errors import CnncError, Diagnostic, SourceCache, Span
 
 MAX_NESTING = 100  # brackets and braces; deeper input is refused before it can exhaust the stack
+MAX_TOKENS = 50_000  # per file (the largest library spec has under 500): parsing costs about 0.1 ms a token,
+# so a 10 MB line of tokens is refused in seconds instead of taking minutes and gigabytes
 
 
 class _Postlexer:
@@ -29,7 +31,14 @@ class _Postlexer:
         depth = 0  # (...) and [...]
         braces = 0
         last = None
+        count = 0
         for tok in stream:
+            count += 1
+            if count > MAX_TOKENS:
+                raise CnncError(Diagnostic(
+                    "E221", f"more than {MAX_TOKENS:,} tokens in one file",
+                    Span(self.path, tok.line, tok.column), "split the spec into files joined by `import`, or use "
+                    "`repeat` and `for` instead of writing every layer out"))
             if tok.type == "_NL":
                 if depth > 0 or (last is not None and last.type == "_NL"):
                     continue
@@ -154,9 +163,35 @@ def parse(text: str, path: str = "<string>") -> A.Module:
     except VisitError as err:
         if isinstance(err.orig_exc, CnncError):
             raise err.orig_exc from None
-        raise
+        if not isinstance(err.orig_exc, RecursionError):
+            raise
     except RecursionError:
-        raise CnncError(Diagnostic("E221", "input nested too deeply", Span(path, 1, 1))) from None
+        pass
+    # Deeper than Python's recursion allows: about 60-80 levels of calls, lists or parentheses, or 470 of
+    # `- - 1`, `2 ** 2 ** ...`, `a if c else ...`, `x[0][0]...` (which have no brackets to count)
+    line, col = _deep_place(tree)
+    raise CnncError(Diagnostic("E221", "expression nested too deeply", Span(path, line, col),
+                               "split it into named parts (expressions nest about 60 calls or lists deep, "
+                               "or 470 operators)"))
+
+
+_DEEP = 200  # syntax tree levels: where a too-deep expression is reported (the limit is a few hundred further)
+
+
+def _deep_place(tree) -> tuple[int, int]:
+    """Line and column of the first token nested more than _DEEP levels down (found without recursion)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Token):
+            if depth > _DEEP:
+                return node.line or 1, node.column or 1
+        elif node is not None:
+            meta = node.meta
+            if depth > _DEEP and not getattr(meta, "empty", True):
+                return meta.line, meta.column
+            stack.extend((child, depth + 1) for child in reversed(node.children))
+    return 1, 1
 
 
 def parse_file(path: str) -> A.Module:

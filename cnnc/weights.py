@@ -68,7 +68,17 @@ def load(path: str, constants: list[dict], allow_missing: bool = False):
 
 def initialise(constants: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     """A proper initialisation: He (Kaiming normal, fan-in) for conv and dense weights, zero biases,
-    identity batchnorm (weight 1, bias 0, mean 0, var 1). Deterministic for a seed."""
+    identity batchnorm (weight 1, bias 0, mean 0, var 1). Deterministic for a seed.
+
+    Refused before allocating (E405) when the weights cannot fit in the memory available."""
+    sizes = [math.prod(tuple(c["shape"])) for c in constants]
+    needed = 4 * sum(sizes) + 8 * max(sizes, default=0)  # float32 results, one float64 draw at a time
+    from .runtime.memory import available_bytes
+    available = available_bytes()
+    if available is not None and needed > available:
+        raise CnncError(Diagnostic("E405", f"the network's {sum(sizes):,} weights need about {needed / 2**30:.2f} GiB "
+                                   f"to initialise, {available / 2**30:.2f} GiB available", None,
+                                   "check the layer sizes (`cnnc inspect SPEC`)"))
     rng = np.random.default_rng(seed)
     out = {}
     for c in constants:

@@ -672,6 +672,57 @@ def test_huge_integer_literal_is_a_located_error(capsys, tmp_path):
     assert d and (d[0].path, d[0].line, d[0].col) == (path, line, col), err
 
 
+@pytest.mark.parametrize("unit", ["2 ** ", "1 if true else ", "- ", "not "])
+def test_E221_deep_expression_without_brackets_is_located(capsys, tmp_path, unit):
+    """700 levels of `**` or `if ... else` raised a Python RecursionError inside Lark (a traceback, exit 2)
+    before this was fixed. The error is placed inside the deep part, on the right line."""
+    text = net(f"k = {unit * 700}1\nrelu()")
+    path, rc, _, diags, err = run_spec(capsys, tmp_path, text)
+    assert rc == 1 and "RecursionError" not in err
+    d = only(diags, "E221")
+    line, first = loc(text, unit)
+    last = text.index("\n", text.index(unit))  # the end of that line
+    assert d.path == path and d.line == line and first < d.col <= last - text.rfind("\n", 0, last), d
+    assert d.message == "expression nested too deeply" and "named parts" in d.hint
+
+
+def test_E220_a_longer_cycle_names_every_step(capsys, tmp_path):
+    text = net("a = add(x, c)\nb = relu(a)\nc = conv(b, 3, 3, padding=1)")
+    path, rc, _, diags, _ = run_spec(capsys, tmp_path, text)
+    assert rc == 1
+    line, col = loc(text, "c)")
+    d = only(diags, "E220")
+    check(d, path=path, line=line, col=col, code="E220", words=["cycle: a -> c -> b -> a"], hint=["acyclic"],
+          src=source_line(text, line), width=1)
+    cline, ccol = loc(text, "c = conv")
+    assert d.notes == [f"{path}:{cline}:{ccol}: 'c' is defined here"], d.notes
+
+
+def test_E210_use_before_definition_points_at_the_definition(capsys, tmp_path):
+    text = net("a = relu(b)\nb = relu(x)\noutput a")
+    path, rc, _, diags, _ = run_spec(capsys, tmp_path, text)
+    assert rc == 1
+    line, col = loc(text, "b)")
+    bline, bcol = loc(text, "b = relu")
+    d = only(diags, "E210")
+    check(d, path=path, line=line, col=col, code="E210", words=[f"'b' is used before it is defined (line {bline})"],
+          hint=["move this statement below"], src=source_line(text, line))
+    assert d.notes == [f"{path}:{bline}:{bcol}: 'b' is defined here"], d.notes
+
+
+def test_long_name_template_is_refused_and_loops_of_templates_work(capsys, tmp_path):
+    template = "{1}" * 400
+    text = net(f'relu() as "{template}"')
+    path, rc, _, diags, _ = run_spec(capsys, tmp_path, text)
+    line, col = loc(text, '"{1}')
+    check(only(diags, "E203"), path=path, line=line, col=col, code="E203",
+          words=[f"instance name of {len(template):,} characters is too long (at most 1,000)"])
+    # a template inside a loop is parsed once and evaluated per iteration
+    path, rc, out, diags, _ = run_spec(capsys, tmp_path, net('repeat 3 as i {\n    relu() as "r{i}_{i * 2}"\n}'),
+                                       name="loop.cnn")
+    assert rc == 0 and not diags and all(f"r{i}_{2 * i}" in out for i in range(3)), out
+
+
 # ---- E23x: imports ---------------------------------------------------------------------------------------
 
 
