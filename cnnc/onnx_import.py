@@ -40,7 +40,11 @@ class _Unsupported(Exception):
 
 def _attrs(node) -> dict:
     from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    for key, value in attrs.items():
+        if isinstance(value, float) and not np.isfinite(value):
+            raise _Unsupported(f"attribute {key} is {value}")  # a damaged model: nothing sensible to build
+    return attrs
 
 
 def _fmt(v) -> str:
@@ -88,6 +92,9 @@ class Importer:
         g = model.graph
         self.graph = g
         self.consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for cname, value in self.consts.items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise _err(f"initializer {cname} holds NaN or Inf", "is the file damaged?")
         self.const2: dict[str, np.ndarray] = dict(self.consts)  # folded with a second batch size
         init_names = set(self.consts)
         self.inputs = [i for i in g.input if i.name not in init_names]
@@ -651,10 +658,25 @@ def import_model(path: str, name: str | None = None) -> tuple[str, dict[str, np.
         model = onnx.load(path)
     except Exception as err:  # noqa: BLE001 - protobuf raises several types
         raise _err(f"{path}: not a readable ONNX model ({type(err).__name__}: {err})", "is the file truncated?") from None
-    imp = Importer(model)
-    imp.run()
+    try:  # the structure ONNX requires (node arities, attribute values, tensor types) before reading it
+        onnx.checker.check_model(model)
+    except Exception as err:  # noqa: BLE001 - the checker raises ValidationError and protobuf errors
+        raise _err(f"{path}: not a valid ONNX model: {_first_line(err)}", "is the file damaged?") from None
     base = name or os.path.splitext(os.path.basename(path))[0]
-    return imp.spec(base)
+    try:
+        imp = Importer(model)
+        imp.run()
+        return imp.spec(base)
+    except (IndexError, KeyError, TypeError, ValueError) as err:
+        # A model that passes the checker can still be inconsistent (a bias of the wrong size, a constant of
+        # the wrong rank): this is untrusted input, so one message rather than a traceback.
+        raise _err(f"{path}: inconsistent ONNX model ({type(err).__name__}: {_first_line(err)})",
+                   "is the file damaged? a model exported by a standard exporter imports") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
 
 
 def write(spec_text: str, weights: dict[str, np.ndarray], spec_path: str, weights_path: str | None) -> None:

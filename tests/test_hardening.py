@@ -274,11 +274,6 @@ def test_damaged_files_of_every_kind_fail_cleanly(tmp_path):
         _check_damage(tmp_path, name, read, code, 200, seed)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug in cnnc/onnx_import.py: some damaged models that still decode "
-                   "raise IndexError (a node without outputs or inputs: onnx_import.py:282, :287), TypeError (a "
-                   "name that is not UTF-8: :167; an attribute without a value: :295; an UNDEFINED tensor type: :90) "
-                   "or ValueError (a bias of the wrong size: :425) instead of a CnncError. Remove this mark with "
-                   "the fix.")
 def test_damaged_onnx_models_fail_cleanly(tmp_path):
     pytest.importorskip("onnx")
     from cnnc.onnx_import import import_model
