@@ -16,28 +16,26 @@ import numpy as np
 from .errors import CnncError, Diagnostic
 
 
-def rss_mb() -> float:
-    """Current resident memory of this process, MB (from /proc; 0 where unavailable)."""
+def _status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), MB; None where unavailable."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _peak_rss_mb() -> float | None:
-    """This process's peak resident memory since the last `_reset_peak_rss` (VmHWM), MB; None if unknown."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process, MB (0 where unavailable)."""
+    return _status_mb("VmRSS") or 0.0
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory since the last `_reset_peak_rss` (VmHWM), MB; None if unknown."""
+    return _status_mb("VmHWM")
 
 
 def _reset_peak_rss() -> bool:

@@ -64,6 +64,18 @@ def _fold_bn(weight: np.ndarray, bias: np.ndarray | None, p: dict, eps: float, a
     return _f32(w), _f32(b)
 
 
+def bound_params(step: dict, weights: dict[str, np.ndarray]):
+    """A step's weights as float32 (role -> array), its fused activation as kernel arguments, and its
+    weight and bias with a folded batchnorm applied (`bn_eps`): what every target binds a step with."""
+    a = step["attrs"]
+    p = {role: _f32(weights[name]) for role, name in step["params"].items()}
+    weight, bias = p.get("weight"), p.get("bias")
+    if "bn_eps" in a:  # folded once, at bind time: the plan keeps the original weights and names
+        axis = 1 if step["op"] == "conv_transpose" else 0
+        weight, bias = _fold_bn(weight, bias, p, float(a["bn_eps"]), axis, a.get("groups", 1))
+    return p, _epilogue_act(a), weight, bias
+
+
 def _binary_into(a: np.ndarray, b: np.ndarray, op: int, out: np.ndarray, act=(ACT_NONE, 0.0, 0.0)) -> None:
     """out = act(a (op) b) with the broadcasts CNNs use; `out` may be `a`."""
     if a.shape == b.shape:
@@ -129,14 +141,9 @@ class CpuProgram:
     # ---- binding: one runner per step, weights prepared once
     def _bind(self, step: dict, weights: dict[str, np.ndarray]):
         op, a = step["op"], step["attrs"]
-        p = {role: _f32(weights[name]) for role, name in step["params"].items()}
         if op in VIEW_OPS:
             return None
-        act = _epilogue_act(a)
-        weight, bias = p.get("weight"), p.get("bias")
-        if "bn_eps" in a:  # folded once here: the plan keeps the original weights and names
-            axis = 1 if op == "conv_transpose" else 0
-            weight, bias = _fold_bn(weight, bias, p, float(a["bn_eps"]), axis, a.get("groups", 1))
+        p, act, weight, bias = bound_params(step, weights)
         in_c16 = bool(step["inputs"]) and step["inputs"][0] in self.blocked
         out_c16 = step["output"] in self.blocked
         if op == "conv" and (in_c16 or out_c16):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .cpu.conv import transpose_as_pointwise_weight
 from .cpu.tensor import PAD_MODES
-from .cpu_program import _act_args, _epilogue_act, _f32, _fold_bn
+from .cpu_program import _act_args, bound_params
 from .executor import DeviceUnavailableError, PlanError
 from .memory import VIEW_OPS, blocked_tensors, check_fits, plan_memory, storage_owner
 
@@ -136,18 +136,13 @@ class CudaProgram:
     def _bind(self, step: dict, weights: dict[str, np.ndarray]):
         """A runner ``(n, inputs, output, scratch) -> None`` for the step (None for a view)."""
         op, a = step["op"], step["attrs"]
-        p = {role: _f32(weights[name]) for role, name in step["params"].items()}
         if op in VIEW_OPS:
             return None
-        act = _epilogue_act(a)
+        p, act, weight, bias = bound_params(step, weights)
         residual = bool(a.get("residual"))
         if residual and (op != "conv" or len(step["inputs"]) != 2
                          or self.shapes[step["inputs"][1]] != self.shapes[step["output"]]):
             raise PlanError(f"step {step['name']}: a residual needs a conv with a second input of its output's shape")
-        weight, bias = p.get("weight"), p.get("bias")
-        if "bn_eps" in a:  # folded once on the host, as on the CPU
-            axis = 1 if op == "conv_transpose" else 0
-            weight, bias = _fold_bn(weight, bias, p, float(a["bn_eps"]), axis, a.get("groups", 1))
         in_shape = self.shapes[step["inputs"][0]]
         out_shape = self.shapes[step["output"]]
         if op == "conv":

@@ -396,7 +396,8 @@ def test_adaptive_avg_pool_matches_onnx_when_divisible():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n,k,m", [(1, 17, 5), (3, 64, 33), (2, 1, 9), (1, 300, 20)])
+@pytest.mark.parametrize(  # a batch of 4 or more takes the register-tiled kernel
+    "n,k,m", [(1, 17, 5), (3, 64, 33), (2, 1, 9), (1, 300, 20), (5, 37, 3), (16, 100, 33), (4, 20, 1), (7, 16, 4)])
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 def test_dense(n, k, m, with_bias):
     x = rand(n, k)
