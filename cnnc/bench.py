@@ -47,27 +47,27 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measured(fn, warmup: int, repeat: int) -> tuple[list[float], float | None]:
-    """`timed`, plus the peak memory the runs add (MB): the highest resident size during the warm-up (first
-    runs allocate arenas) and the timed runs, minus the resident size before them. Engines are built
-    (weights loaded, cnnc's kernels loaded) before, so this is what running a batch costs: activations,
-    workspace, allocator caches. None where Linux's counter is missing."""
-    base = rss_mb()
-    reset = _reset_peak_rss()
-    times = timed(fn, warmup, repeat)
-    peak = _peak_rss_mb() if reset else None
-    return times, None if peak is None else max(0.0, peak - base)
-
-
-def timed(fn, warmup: int, repeat: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved(fns: list, warmup: int, repeat: int) -> tuple[list[list[float]], list[float | None]]:
+    """Time several engines on the same batch, in rounds (each engine once per round), so that a burst of
+    load on a shared machine hits them alike; returns each engine's times and the peak memory its
+    warm-up runs add (MB: the highest resident size during them minus the size before; first runs
+    allocate arenas and workspaces). Engines are built (weights loaded, cnnc's kernels loaded) before.
+    Peaks are None where Linux's counter is missing."""
+    peaks: list[float | None] = []
+    for fn in fns:
+        base = rss_mb()
+        reset = _reset_peak_rss()
+        for _ in range(max(1, warmup)):
+            fn()
+        peak = _peak_rss_mb() if reset else None
+        peaks.append(None if peak is None else max(0.0, peak - base))
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return times, peaks
 
 
 def summary(times: list[float], batch: int) -> dict:
@@ -213,6 +213,7 @@ def torch_runner(plan: dict, weights: dict[str, np.ndarray], threads: int, devic
 
 
 def ort_runner(graph, weights, threads: int, tmpdir: str):
+    """ONNX Runtime on cnnc's export of `graph` (written under `tmpdir`, read once by the session)."""
     import onnxruntime as ort
     from .onnx_export import export, save
     path = os.path.join(tmpdir, "model.onnx")
@@ -261,31 +262,31 @@ def run_bench(args) -> int:
     report = {"network": plan["network"], "target": target, "threads": threads, "gmacs_per_sample": macs / 1e9, "load_s": load_s,
               "results": []}
     unfused = None
-    for batch in batches:
-        x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
-        times, peak = measured(lambda: model.program.run({name: x}), args.warmup, args.repeat)
-        row = {"engine": "cnnc", "batch": batch, **summary(times, batch), "run_peak_mb": peak}
-        report["results"].append(row)
-        for peer in peers:
-            try:
-                if unfused is None:
-                    res = compile_spec(args.spec, overrides, args.network, tuple(args.include), stop_after="dce")
-                    unfused = (res.graph, plan_mod.from_graph(res.graph))
-                    wts = _weights_for(model, args)
-                graph, uplan = unfused
-                if peer == "onnxruntime":
-                    with tempfile.TemporaryDirectory() as tmp:
-                        fn = ort_runner(graph, wts, threads, tmp)
-                        ptimes, ppeak = measured(lambda: fn(x), args.warmup, args.repeat)
-                else:
-                    fn = torch_runner(uplan, wts, threads, "cuda" if target == "cuda" else "cpu")
-                    ptimes, ppeak = measured(lambda: fn(x), args.warmup, args.repeat)
-            except ImportError as err:
-                report["results"].append({"engine": peer, "batch": batch, "error": f"not installed ({err.name})"})
-                continue
-            prow = {"engine": peer, "batch": batch, **summary(ptimes, batch), "run_peak_mb": ppeak}
-            prow["cnnc_ratio"] = row["median_ms"] / prow["median_ms"]
-            report["results"].append(prow)
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in batches:
+            x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
+            names, fns = ["cnnc"], [lambda: model.program.run({name: x})]
+            for peer in peers:
+                try:
+                    if unfused is None:
+                        res = compile_spec(args.spec, overrides, args.network, tuple(args.include), stop_after="dce")
+                        unfused = (res.graph, plan_mod.from_graph(res.graph), _weights_for(model, args))
+                    graph, uplan, wts = unfused
+                    if peer == "onnxruntime":
+                        run = ort_runner(graph, wts, threads, tmp)
+                    else:
+                        run = torch_runner(uplan, wts, threads, "cuda" if target == "cuda" else "cpu")
+                except ImportError as err:
+                    report["results"].append({"engine": peer, "batch": batch, "error": f"not installed ({err.name})"})
+                    continue
+                names.append(peer)
+                fns.append(lambda run=run: run(x))
+            times, peaks = interleaved(fns, args.warmup, args.repeat)
+            rows = [{"engine": e, "batch": batch, **summary(t, batch), "run_peak_mb": pk}
+                    for e, t, pk in zip(names, times, peaks)]
+            for r in rows[1:]:
+                r["cnnc_ratio"] = rows[0]["median_ms"] / r["median_ms"]
+            report["results"].extend(rows)
     if args.profile:
         report["profile"] = _profile(model, name, shape, batches[0], args)
     if args.format == "json":

@@ -17,6 +17,7 @@ import numpy as np
 from .cpu import eltwise as _elt
 from .cpu import pool as _pool
 from .cpu import c16 as _c16
+from .cpu._fpenv import DenormalsFlushed, flush_denormals_in_workers
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
@@ -109,6 +110,16 @@ def _return_freed_memory() -> None:
         pass
 
 
+_workers_flushed = False
+
+
+def _flush_denormals_once() -> None:
+    global _workers_flushed
+    if not _workers_flushed:
+        flush_denormals_in_workers()
+        _workers_flushed = True
+
+
 class CpuProgram:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], memory_limit: int | None = None):
         self.plan = plan
@@ -137,6 +148,7 @@ class CpuProgram:
                                 for step, runner in zip(plan["steps"], self.runners)]
         _return_freed_memory()  # the unpacked and unfolded weight copies made while binding
         self._per_batch: dict[int, tuple] = {}
+        _flush_denormals_once()
 
     # ---- binding: one runner per step, weights prepared once
     def _bind(self, step: dict, weights: dict[str, np.ndarray]):
@@ -337,17 +349,18 @@ class CpuProgram:
         _, views, scratch, mode, runners = self._buffers(n)
         feeds = {k: _f32(v) for k, v in inputs.items()}
         clock = time.perf_counter
-        for i, (step, runner) in enumerate(zip(self.plan["steps"], runners)):
-            if runner is None:
-                continue
-            xs = [self.view(views, feeds, t, n, mode) for t in step["inputs"]]
-            out = self.view(views, feeds, step["output"], n, mode)
-            if profile is None:
-                runner(xs, out, scratch.get(step["output"]))
-            else:
-                t0 = clock()
-                runner(xs, out, scratch.get(step["output"]))
-                profile.append((i, clock() - t0))
+        with DenormalsFlushed():  # results below 1.2e-38 are zero: no slow denormal arithmetic
+            for i, (step, runner) in enumerate(zip(self.plan["steps"], runners)):
+                if runner is None:
+                    continue
+                xs = [self.view(views, feeds, t, n, mode) for t in step["inputs"]]
+                out = self.view(views, feeds, step["output"], n, mode)
+                if profile is None:
+                    runner(xs, out, scratch.get(step["output"]))
+                else:
+                    t0 = clock()
+                    runner(xs, out, scratch.get(step["output"]))
+                    profile.append((i, clock() - t0))
         return {name: self.view(views, feeds, t, n, mode).copy() for name, t in self.outputs}
 
 

@@ -139,3 +139,20 @@ def test_squeeze_excitation_has_no_full_size_temporaries():
         full = next(t for t in s["inputs"] if shapes[t][1:] != [1, 1])
         assert plan["memory"]["in_place"][s["output"]] == plan["memory"]["in_place"].get(full, full)
     assert not any(s["op"] in ("sigmoid", "silu") for s in plan["steps"])
+
+
+def test_denormals_are_flushed_in_the_kernels_only(write_spec):
+    """Inside a CPU run, denormal results and inputs are zero (FTZ/DAZ); the caller's numpy keeps IEEE
+    denormals after the run."""
+    import platform
+
+    import cnnc
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("FTZ/DAZ are x86-64 flags")
+    path = write_spec("network n() {\n input x: (N, 2, 1, 1)\n y = conv(x, 2, 1, bias=false)\n output y\n}\n")
+    weights = {"y.weight": np.eye(2, dtype=np.float32).reshape(2, 2, 1, 1)}
+    x = np.array([1e-39, 0.5], np.float32).reshape(1, 2, 1, 1)
+    assert cnnc.load(path, weights=weights, target="reference").run({"x": x})["y"][0, 0, 0, 0] == np.float32(1e-39)
+    y = cnnc.load(path, weights=weights).run({"x": x})["y"]
+    assert y[0, 0, 0, 0] == 0.0 and y[0, 1, 0, 0] == np.float32(0.5)
+    assert np.float32(1e-39) * np.float32(1.0) != 0.0  # this thread's flags were restored
