@@ -47,12 +47,14 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def interleaved(fns: list, warmup: int, repeat: int) -> tuple[list[list[float]], list[float | None]]:
-    """Time several engines on the same batch, in rounds (each engine once per round), so that a burst of
-    load on a shared machine hits them alike; returns each engine's times and the peak memory its
-    warm-up runs add (MB: the highest resident size during them minus the size before; first runs
-    allocate arenas and workspaces). Engines are built (weights loaded, cnnc's kernels loaded) before.
-    Peaks are None where Linux's counter is missing."""
+def interleaved(fns: list, warmup: int, repeat: int, blocks: int = 3) -> tuple[list[list[float]], list[float | None]]:
+    """Time several engines on the same batch in `blocks` rounds; in each round every engine runs once
+    untimed (its threads wake, its caches refill) and then its share of the timed runs back to back. A
+    burst of load on a shared machine so hits them alike, while no engine is timed right after another's
+    threads (which keep spinning for a while after their last run). Returns each engine's times and the
+    peak memory its warm-up runs add (MB: the highest resident size during them minus the size before;
+    first runs allocate arenas and workspaces); engines are built (weights loaded, cnnc's kernels loaded)
+    before. Peaks are None where Linux's counter is missing."""
     peaks: list[float | None] = []
     for fn in fns:
         base = rss_mb()
@@ -62,11 +64,15 @@ def interleaved(fns: list, warmup: int, repeat: int) -> tuple[list[list[float]],
         peak = _peak_rss_mb() if reset else None
         peaks.append(None if peak is None else max(0.0, peak - base))
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
+    blocks = max(1, min(blocks, repeat))
+    for b in range(blocks):
+        share = repeat // blocks + (1 if b < repeat % blocks else 0)
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
             fn()
-            times[i].append(time.perf_counter() - t0)
+            for _ in range(share):
+                t0 = time.perf_counter()
+                fn()
+                times[i].append(time.perf_counter() - t0)
     return times, peaks
 
 
