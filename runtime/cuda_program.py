@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cpu.conv import transpose_as_pointwise_weight
-from .cpu.tensor import PAD_MODES
+from .padding import PAD_MODES
 from .cpu_program import _act_args, bound_params
 from .executor import DeviceUnavailableError, PlanError
 from .memory import VIEW_OPS, blocked_tensors, check_fits, plan_memory, storage_owner

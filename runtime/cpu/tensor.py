@@ -8,16 +8,14 @@ import numba
 import numpy as np
 from numba import prange
 
+from ..padding import PAD_MODES, pad_source_index  # noqa: F401 (PAD_MODES: the codes of pad_kernel)
 from ._act import act_range, sigmoid_f32
 from ._stack import stack_f32
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 BLOCK = 16384  # elements per parallel piece of a copy
 
-PAD_CONSTANT = 0
-PAD_REFLECT = 1
-PAD_REPLICATE = 2
-PAD_MODES = {"constant": PAD_CONSTANT, "reflect": PAD_REFLECT, "replicate": PAD_REPLICATE, "edge": PAD_REPLICATE}
+_pad_index = numba.njit(cache=True, error_model="numpy")(pad_source_index)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
@@ -61,25 +59,6 @@ def upsample_nearest_kernel(x, fh, fw, out):
                 d = dst + r * OW
                 for q in range(OW):
                     of[U(d + q)] = of[U(dst + q)]
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _pad_index(i, n, mode):
-    """Source index along an axis of length ``n`` for padded position ``i`` (-1: constant)."""
-    if 0 <= i < n:
-        return i
-    if mode == PAD_CONSTANT:
-        return -1
-    if mode == PAD_REPLICATE:
-        return 0 if i < 0 else n - 1
-    # reflect without repeating the edge; folds repeatedly like numpy when the pad exceeds n - 1
-    if n == 1:
-        return 0
-    period = 2 * (n - 1)
-    i = i % period
-    if i < 0:
-        i += period
-    return i if i < n else period - i
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ..cpu.tensor import PAD_CONSTANT, PAD_REPLICATE  # the CPU's codes (its PAD_MODES maps the names)
+from ..padding import pad_source_index
 from ._common import device, kernel, sigmoid
 
 
@@ -34,23 +34,7 @@ def upsample_nearest(x, out, NC, H, W, fh, fw):
         out[o] = x[(plane * H + oh // fh) * W + ow // fw]
 
 
-@device
-def pad_source(i, n, mode):
-    """Source index along an axis of length n for padded position i, or -1 for the constant fill;
-    reflect folds repeatedly (as numpy does) when the padding exceeds n - 1."""
-    if i >= 0 and i < n:
-        return i
-    if mode == PAD_CONSTANT:
-        return -1
-    if mode == PAD_REPLICATE:
-        return 0 if i < 0 else n - 1
-    if n == 1:
-        return 0
-    period = 2 * (n - 1)
-    i = i % period
-    if i < 0:
-        i += period
-    return i if i < n else period - i
+pad_source = device(pad_source_index)
 
 
 @kernel("aa iiiii iiii i f")
