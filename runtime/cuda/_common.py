@@ -96,6 +96,16 @@ def device(fn):
     return cuda.jit(device=True, inline="always")(fn)
 
 
+@device
+def store_epilogue(out, res, o, v, has_res, act, act_a, act_b):
+    """The fused epilogue of every convolution kernel, for output element ``o`` (``v`` holds the sum and
+    bias, a folded batchnorm included): the residual, read just before the write so that ``out`` may be
+    the residual's own buffer, then the activation, then the store."""
+    if has_res != 0:
+        v += res[o]
+    out[o] = activate(v, act, act_a, act_b)
+
+
 # ---- launch geometry -------------------------------------------------------------------------------
 
 ELEMENTWISE_THREADS = 4 if SIMULATOR else 256

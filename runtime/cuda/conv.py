@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ._common import activate, kernel
+from ._common import activate, kernel, store_epilogue
 
 DIRECT_ROWS = 4  # output rows per thread (register tile)
 DIRECT_CHANNELS = 8  # output channels per thread (register tile)
@@ -133,10 +133,7 @@ def conv2d_direct(x, w, bias, res, out,
                 if co < COG:
                     oc = g * COG + co
                     o = ((n * COUT + oc) * OH + oh) * OW + ow
-                    v = acc[r * DIRECT_CHANNELS + c] + bias[oc]
-                    if has_res != 0:
-                        v += res[o]
-                    out[o] = activate(v, act, act_a, act_b)
+                    store_epilogue(out, res, o, acc[r * DIRECT_CHANNELS + c] + bias[oc], has_res, act, act_a, act_b)
 
 
 @kernel("aaaaa iiii iiiiii i iff")
@@ -204,10 +201,7 @@ def gemm(a, b, bias, res, out,
                 p = p0 + tx + j * bx
                 if p < P:
                     o = n * c_sn + oc * c_sm + p * c_sp
-                    v = acc[i * GEMM_TN + j] + bias[oc]
-                    if has_res != 0:
-                        v += res[o]
-                    out[o] = activate(v, act, act_a, act_b)
+                    store_epilogue(out, res, o, acc[i * GEMM_TN + j] + bias[oc], has_res, act, act_a, act_b)
 
 
 @kernel("aaaaa iiiiiii iiiiiiii i i iff")
@@ -268,10 +262,7 @@ def conv2d_depthwise(x, w, bias, res, out,
         oh = my_oh + r
         if oh < OH:
             o = ((n * COUT + co) * OH + oh) * OW + ow
-            v = acc[r] + bias[co]
-            if has_res != 0:
-                v += res[o]
-            out[o] = activate(v, act, act_a, act_b)
+            store_epilogue(out, res, o, acc[r] + bias[co], has_res, act, act_a, act_b)
 
 
 @kernel("aaaaa iiiiiiii iiiiiiii i iff")
@@ -302,10 +293,7 @@ def conv2d_generic(x, w, bias, res, out,
                         iw = ow * sw - pl + kw * dw
                         if iw >= 0 and iw < W:
                             s += x[x_base + ih * W + iw] * w[w_base + kh * KW + kw]
-        v = s + bias[oc]
-        if has_res != 0:
-            v += res[o]
-        out[o] = activate(v, act, act_a, act_b)
+        store_epilogue(out, res, o, s + bias[oc], has_res, act, act_a, act_b)
 
 
 @kernel("aaa iiiiiii iiiiiii iff")
