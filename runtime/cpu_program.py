@@ -21,7 +21,8 @@ from .cpu._fpenv import DenormalsFlushed, flush_denormals_in_workers
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
-from .memory import VIEW_OPS, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner
+from .memory import (VIEW_OPS, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner, storage_shape,
+                     tensor_halos)
 
 
 def _f32(a) -> np.ndarray:
@@ -137,7 +138,9 @@ class CpuProgram:
             else self.modes[True]
         # tensors stored channel-blocked (the layout pass): (ceil(C/16), H, W, 16) per sample
         self.blocked = blocked_tensors(plan)
-        self.storage = {t: (-(-s[0] // 16), *s[1:], 16) if t in self.blocked else s for t, s in self.shapes.items()}
+        self.halos = tensor_halos(plan)  # blocked tensors stored inside a zero halo for a depthwise consumer
+        self.storage = {t: storage_shape(s, t in self.blocked, self.halos.get(t, (0, 0, 0, 0)))
+                        for t, s in self.shapes.items()}
         self.no_reuse_per_sample = int(memory["no_reuse"])
         self.arena_per_sample = self.modes[True].arena_per_sample
         # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
@@ -292,6 +295,11 @@ class CpuProgram:
             w16, b16 = _c16.pack_depthwise(weight, np.zeros(oc, np.float32) if bias is None else bias)
             (sh, sw), (dh, dw), (pt, pl) = a["stride"], a["dilation"], a["pads"][:2]
             _, h, w = x_shape
+            halo = self.halos.get(step["inputs"][0])
+            if halo is not None:  # the input is stored padded: read its halo as the padding
+                if tuple(halo) != tuple(a["pads"]):
+                    raise ValueError(f"halo {halo} of {step['inputs'][0]} is not the padding {a['pads']}")
+                h, w, pt, pl = h + halo[0] + halo[2], w + halo[1] + halo[3], 0, 0
 
             def run_depthwise(xs, out, s):
                 _c16.depthwise_c16_kernel(xs[0].reshape(-1), h, w, w16, b16, sh, sw, pt, pl, dh, dw, *act,
@@ -301,10 +309,11 @@ class CpuProgram:
         conv.prepare((1, *x_shape), layouts=(in_c16, out_c16))
 
         residual = bool(a.get("residual"))
+        halo = self.halos.get(step["output"], (0, 0, 0, 0))
 
         def run_conv(xs, out, s):
             conv.run_c16(xs[0].reshape(-1), (len(xs[0]), *x_shape), in_c16, out.reshape(-1), out_c16,
-                         xs[1].reshape(-1) if residual else None)
+                         xs[1].reshape(-1) if residual else None, halo)
         return run_conv
 
     # ---- per batch size: the arena and every tensor's view into it

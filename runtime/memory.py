@@ -127,11 +127,25 @@ def blocked_tensors(plan: dict) -> set[str]:
     return {s["output"] for s in plan["steps"] if s["attrs"].get("layout") == "c16"}
 
 
-def storage_size(shape, blocked: bool) -> int:
-    """Elements per sample of a tensor's storage (channel-blocked: channels padded to a multiple of 16)."""
+def tensor_halos(plan: dict) -> dict[str, tuple[int, int, int, int]]:
+    """Channel-blocked tensors stored inside a zero halo (the `layout` pass's `halo`: top, left, bottom and
+    right pixels around each plane, for a depthwise consumer that then reads its padding in place)."""
+    return {s["output"]: tuple(s["attrs"]["halo"]) for s in plan["steps"]
+            if s["attrs"].get("layout") == "c16" and s["attrs"].get("halo")}
+
+
+def storage_shape(shape, blocked: bool, halo=(0, 0, 0, 0)) -> tuple:
+    """Per-sample storage shape of a tensor: its shape, or channel-blocked (ceil(C/16), H + top + bottom,
+    W + left + right, 16) with the halo's pixels around each plane."""
     if blocked:
-        return -(-shape[0] // 16) * 16 * math.prod(shape[1:])
-    return math.prod(shape)
+        ht, hl, hb, hr = halo
+        return (-(-shape[0] // 16), shape[1] + ht + hb, shape[2] + hl + hr, 16)
+    return tuple(shape)
+
+
+def storage_size(shape, blocked: bool, halo=(0, 0, 0, 0)) -> int:
+    """Elements per sample of a tensor's storage (`storage_shape`)."""
+    return math.prod(storage_shape(shape, blocked, halo))
 
 
 def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True) -> dict:
@@ -142,8 +156,9 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True) 
     written over. `layouts`: size channel-blocked tensors padded (False: a target that stores every tensor
     plain)."""
     blocked = blocked_tensors(plan) if layouts else set()
+    halos = tensor_halos(plan) if layouts else {}
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
-    sizes = {t: storage_size(shape, t in blocked) for t, shape in shapes.items()}
+    sizes = {t: storage_size(shape, t in blocked, halos.get(t, (0, 0, 0, 0))) for t, shape in shapes.items()}
     inputs = [i["name"] for i in plan["inputs"]]
     views: dict[str, str] = {}
     for step in plan["steps"]:
@@ -169,7 +184,7 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True) 
             if step["op"] == "conv" and base == view_owner(step["inputs"][0]):
                 continue  # a convolution reads its whole input while storing: never over it
             if (base not in inputs and base not in shared and last_read.get(base) == i and sizes[base] == sizes[out]
-                    and (base in blocked) == (out in blocked)):
+                    and (base in blocked) == (out in blocked) and halos.get(base) == halos.get(out)):
                 in_place[out] = in_place.get(base, base)
                 break
     memory = {"views": views, "in_place": in_place, "slices": slices}

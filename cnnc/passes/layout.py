@@ -12,8 +12,10 @@ Guarantees: an output gets the attribute `layout` = "c16" only in these chains -
   and D both write c16, provided every consumer of D is a 1x1 stride-1 unpadded dense convolution
   reading it as its input, a global average pool, or a channel multiply (squeeze-and-excitation: D times a
   (C, 1, 1) tensor) whose own consumers are all such convolutions (the multiply then writes c16 too).
-  Nothing that is a network output is blocked. The attribute only says how a target may store the
-  tensor: the values (and the reference target, which ignores it) are unchanged.
+  Nothing that is a network output is blocked. When D pads its input, P also gets `halo` = D's pads
+  (top, left, bottom, right): P's output is stored inside a zero border that wide, written by P, so D
+  reads its padding where it lies. The attributes only say how a target may store the tensor: the
+  values (and the reference target, which ignores them) are unchanged.
 """
 
 from __future__ import annotations
@@ -66,5 +68,7 @@ def run(graph, ctx) -> bool:
             continue
         for node in (producer, name, *blocked_muls):
             graph.node(node)["attrs"]["layout"] = C16
+        if any(a["pads"]):  # D reads its padding from a zero halo around P's output: no bounds tests
+            p["attrs"]["halo"] = tuple(a["pads"])
         changed = True
     return changed

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import act_range
+from ._act import ACT_NONE, ACT_RELU, ACT_RELU6, act_range
 from ._stack import stack_f32
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
@@ -56,35 +56,101 @@ def pack_depthwise(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np
     return np.ascontiguousarray(w.reshape(blocks(c), C16, kh, kw).transpose(0, 2, 3, 1)), b
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
+def _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb):
+    """acc (DW_TP x 16) += the taps of rows [kh_lo, kh_hi): tap (kh, kw) of pixel t is the 16 channels at
+    ``src[base + kh * rstride + kw * kstride + t * cstride]``. Called with literal ``KW``, ``cstride`` and
+    ``kstride`` for the common shapes: LLVM then unrolls the taps of a row and loads each input vector
+    once for all the (pixel, tap) pairs that read it, instead of once per pair."""
+    for kh in range(kh_lo, kh_hi):
+        rowb = base + kh * rstride
+        wr = wb + kh * KW * C16
+        for kw in range(KW):
+            wo = wr + kw * C16
+            b0 = rowb + kw * kstride
+            for j in range(C16):
+                wj = wf[U(wo + j)]
+                acc[j] += src[U(b0 + j)] * wj
+                acc[16 + j] += src[U(b0 + cstride + j)] * wj
+                acc[32 + j] += src[U(b0 + 2 * cstride + j)] * wj
+                acc[48 + j] += src[U(b0 + 3 * cstride + j)] * wj
+                acc[64 + j] += src[U(b0 + 4 * cstride + j)] * wj
+                acc[80 + j] += src[U(b0 + 5 * cstride + j)] * wj
+                acc[96 + j] += src[U(b0 + 6 * cstride + j)] * wj
+                acc[112 + j] += src[U(b0 + 7 * cstride + j)] * wj
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
+def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bias16, bb, act, act_a, act_b,
+             out, o, npix):
+    """One depthwise tile: DW_TP output pixels x 16 channels, eight independent accumulators (see
+    ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. Bias, taps and activation stay
+    in registers; the first ``npix`` pixels are stored at ``out[o:]``."""
+    acc = stack_f32(128)
+    for t in range(DW_TP):
+        for j in range(C16):
+            acc[t * C16 + j] = bias16[bb + j]
+    if KW == 3 and kstride == C16 and cstride == C16:
+        _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 3, wf, wb)
+    elif KW == 3 and kstride == C16 and cstride == 2 * C16:
+        _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 3, wf, wb)
+    elif KW == 5 and kstride == C16 and cstride == C16:
+        _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 5, wf, wb)
+    elif KW == 5 and kstride == C16 and cstride == 2 * C16:
+        _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 5, wf, wb)
+    else:
+        _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb)
+    if npix == DW_TP:
+        zero = np.float32(0.0)
+        if act == ACT_RELU:
+            for j in range(DW_TP * C16):
+                v = acc[j]
+                out[U(o + j)] = zero if v < zero else v
+            return
+        if act == ACT_RELU6:
+            six = np.float32(6.0)
+            for j in range(DW_TP * C16):
+                v = acc[j]
+                v = zero if v < zero else v
+                out[U(o + j)] = six if v > six else v
+            return
+        for j in range(DW_TP * C16):
+            out[U(o + j)] = acc[j]
+    else:  # stage, so that ``acc`` is only indexed by constants
+        stg = stack_f32(128)
+        for j in range(DW_TP * C16):
+            stg[j] = acc[j]
+        for j in range(npix * C16):
+            out[U(o + j)] = stg[j]
+    if act != ACT_NONE:
+        act_range(out, o, npix * C16, act, act_a, act_b)
+
+
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
 def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out, OH, OW):
     """Depthwise convolution (one input channel per output channel) of c16 ``x`` (flat (N, CB, H, W, 16))
     into c16 ``out`` (flat (N, CB, OH, OW, 16)); ``w16`` (CB, KH, KW, 16), ``bias16`` (CB * 16).
 
-    Work items are (sample, channel block, DW_ROWS output rows). An item copies the input rows it reads
-    into a zero-bordered buffer (whole-vector row copies), then every output row runs in tiles of DW_TP
-    pixels x 16 channels, eight independent accumulators, with no bounds tests; the last tile of a row
-    overlaps the one before it (planes narrower than a tile store only their pixels).
+    Work items are (sample, channel block, DW_ROWS output rows); every output row runs in tiles of DW_TP
+    pixels (the last overlaps the one before it; planes narrower than a tile store only their pixels).
+    A tile whose input columns lie inside the plane reads the input where it is, skipping the taps of
+    rows above or below the plane; only a tile that reaches into the left or right padding first copies
+    the few columns it reads into a small zero-bordered buffer. (Copying whole padded rows cost as much
+    as the arithmetic for stride 2.)
     """
     CB, KH, KW, _ = w16.shape
     N = x.size // (CB * C16 * H * W)
     wf = w16.reshape(-1)
     zero = np.float32(0.0)
     tiles = (OW + DW_TP - 1) // DW_TP
-    span = (tiles * DW_TP - 1) * sw + (KW - 1) * dw + 1  # buffer columns a row of tiles reads
-    Wb = max(span, W + pl)
-    rows_in = (DW_ROWS - 1) * sh + (KH - 1) * dh + 1
-    row_floats = Wb * C16
+    span = (DW_TP - 1) * sw + (KW - 1) * dw + 1  # input columns a tile reads
     nrb = (OH + DW_ROWS - 1) // DW_ROWS
     nitems = N * CB * nrb
     nchunk = min(nitems, DW_CHUNKS)
-    # One buffer per chunk of items, allocated here so the loop body cannot alias it with the tile.
-    scratch = np.empty((nchunk, rows_in * row_floats), np.float32)
-    st = sw * C16
+    # One edge buffer per chunk of items, allocated here so the loop body cannot alias it with the tile.
+    scratch = np.empty((nchunk, KH * span * C16), np.float32)
     for chunk in prange(nchunk):
         buf = scratch[chunk]
-        acc = stack_f32(128)  # DW_TP pixels x 16 channels
-        stg = stack_f32(128)
         for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
             rb = item % nrb
             rest = item // nrb
@@ -93,60 +159,66 @@ def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_
             oh0 = rb * DW_ROWS
             if oh0 + DW_ROWS > OH:
                 oh0 = max(OH - DW_ROWS, 0)  # overlap the previous block
-            nrows = min(DW_ROWS, OH - oh0)
-            ih0 = oh0 * sh - pt
             xb = (n * CB + cb) * H * W * C16
-            for r in range((nrows - 1) * sh + (KH - 1) * dh + 1):
-                o = r * row_floats
-                ih = ih0 + r
-                if ih < 0 or ih >= H:
-                    for q in range(row_floats):
-                        buf[U(o + q)] = zero
-                    continue
-                for q in range(pl * C16):
-                    buf[U(o + q)] = zero
-                src = xb + ih * W * C16
-                dst = o + pl * C16
-                for q in range(W * C16):
-                    buf[U(dst + q)] = x[U(src + q)]
-                for q in range((pl + W) * C16, row_floats):
-                    buf[U(o + q)] = zero
             wb = cb * KH * KW * C16
-            for orow in range(nrows):
-                ob = ((n * CB + cb) * OH + oh0 + orow) * OW * C16
+            for oh in range(oh0, min(oh0 + DW_ROWS, OH)):
+                ih0 = oh * sh - pt
+                kh_lo = 0 if ih0 >= 0 else min(KH, (dh - 1 - ih0) // dh)
+                kh_hi = 0 if ih0 > H - 1 else min(KH, (H - 1 - ih0) // dh + 1)
+                ob = ((n * CB + cb) * OH + oh) * OW * C16
                 for tile in range(tiles):
                     ow0 = tile * DW_TP
                     if ow0 + DW_TP > OW and OW >= DW_TP:
                         ow0 = OW - DW_TP
-                    for t in range(DW_TP):
-                        for j in range(C16):
-                            acc[t * C16 + j] = bias16[cb * C16 + j]
-                    for kh in range(KH):
-                        rowb = (orow * sh + kh * dh) * row_floats + ow0 * st
-                        for kw in range(KW):
-                            wo = wb + (kh * KW + kw) * C16
-                            base = rowb + kw * dw * C16
-                            for j in range(C16):
-                                wj = wf[U(wo + j)]
-                                acc[j] += buf[U(base + j)] * wj
-                                acc[16 + j] += buf[U(base + st + j)] * wj
-                                acc[32 + j] += buf[U(base + 2 * st + j)] * wj
-                                acc[48 + j] += buf[U(base + 3 * st + j)] * wj
-                                acc[64 + j] += buf[U(base + 4 * st + j)] * wj
-                                acc[80 + j] += buf[U(base + 5 * st + j)] * wj
-                                acc[96 + j] += buf[U(base + 6 * st + j)] * wj
-                                acc[112 + j] += buf[U(base + 7 * st + j)] * wj
-                    o = ob + ow0 * C16
-                    if OW >= DW_TP:
-                        for j in range(DW_TP * C16):
-                            out[U(o + j)] = acc[j]
-                    else:  # stage, so that ``acc`` is only indexed by constants
-                        for j in range(DW_TP * C16):
-                            stg[j] = acc[j]
-                        for j in range(OW * C16):
-                            out[U(o + j)] = stg[j]
-                if act != 0:
-                    act_range(out, ob, OW * C16, act, act_a, act_b)
+                    npix = min(DW_TP, OW - ow0)
+                    iw0 = ow0 * sw - pl
+                    base = xb + (ih0 * W + iw0) * C16
+                    # Read in place when the tile's pixels read inside the plane's rows. A tile narrower
+                    # than DW_TP (planes under DW_TP wide) computes its unused pixels from whatever follows
+                    # the row, provided that lies inside ``x``; their results are never stored.
+                    last = iw0 + (npix - 1) * sw + (KW - 1) * dw + 1  # one past the last column used
+                    if iw0 >= 0 and last <= W and (npix == DW_TP or kh_hi <= kh_lo or base + (kh_hi - 1) * dh * W * C16
+                                                   + (DW_TP - 1) * sw * C16 + (KW - 1) * dw * C16 + C16 <= x.size):
+                        _dw_tile(x, base, dh * W * C16, sw * C16, dw * C16, kh_lo, kh_hi,
+                                 KW, wf, wb, bias16, cb * C16, act, act_a, act_b, out, ob + ow0 * C16, npix)
+                        continue
+                    for kh in range(kh_lo, kh_hi):  # the columns this tile reads, zero outside the plane
+                        src = xb + (ih0 + kh * dh) * W * C16
+                        for c in range(span):
+                            iw = iw0 + c
+                            d = (kh * span + c) * C16
+                            if iw < 0 or iw >= W:
+                                for j in range(C16):
+                                    buf[U(d + j)] = zero
+                            else:
+                                for j in range(C16):
+                                    buf[U(d + j)] = x[U(src + iw * C16 + j)]
+                    _dw_tile(buf, 0, span * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16, cb * C16,
+                             act, act_a, act_b, out, ob + ow0 * C16, npix)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def zero_halo_c16_kernel(out, planes, HS, WS, ht, hl, hb, hr):
+    """Zero the halo of ``planes`` c16 planes of (HS, WS) stored pixels in flat ``out``: the top ``ht`` and
+    bottom ``hb`` rows and the ``hl`` / ``hr`` edge pixels of the rows between.
+
+    A tensor stored inside a zero halo is a padded tensor its producer writes in place: the depthwise
+    convolution that reads it then needs no bounds tests and no padded copy. The producer zeroes the
+    halo on every run because the arena it lives in is shared with other tensors."""
+    zero = np.float32(0.0)
+    row = WS * C16
+    for pl_ in prange(planes):
+        base = pl_ * HS * row
+        for r in range(HS):
+            o = base + r * row
+            if r < ht or r >= HS - hb:
+                for q in range(row):
+                    out[U(o + q)] = zero
+            else:
+                for q in range(hl * C16):
+                    out[U(o + q)] = zero
+                for q in range((WS - hr) * C16, row):
+                    out[U(o + q)] = zero
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

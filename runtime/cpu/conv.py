@@ -39,7 +39,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import act_range
+from ._act import ACT_NONE, ACT_RELU, ACT_RELU6, act_range
+from .c16 import zero_halo_c16_kernel
 from ._stack import stack_f32, stack_i64
 
 OCB = 32  # output channels per register tile (two AVX-512 vectors)
@@ -107,13 +108,15 @@ def pad_zero_kernel(x, pt, pl, out):
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
 def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                       of, COUT, OH, OW, out_c16):
+                       of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs):
     """Blocked direct convolution of an already padded input (see the module docstring), over flat arrays.
 
     Layouts: the input ``xf`` is (N, C, Hp, Wp), or with ``in_c16`` channel-blocked (N, ceil(C/16), Hp, Wp,
     16) (then groups == 1 and ``wp`` packed by ``pack_c16_input_weight``); the output ``of`` is (N, COUT,
     OH, OW), or with ``out_c16`` (N, ceil(COUT/16), OH, OW, 16) with every lane written (padding channels
     get bias 0: ``bias`` then holds NB * 32 values).
+    A c16 output may be stored inside a zero halo (see ``zero_halo_c16_kernel``): its planes are then (OHs, OWs)
+    with pixel (oh, ow) at (oh + ht, ow + hl); without one, ht = hl = 0 and (OHs, OWs) = (OH, OW).
     ``res``: empty, or the residual operand (flat, the output's size, plain layout) added before the
     activation. ``out`` may be the residual's buffer: each output element is then stored exactly once
     (tiles that overlap their predecessor skip the pixels already stored), reading its residual first.
@@ -124,6 +127,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
     P = OH * OW
     HWp = Hp * Wp
     OB = (COUT + 15) // 16
+    PS = OHs * OWs  # stored pixels of a c16 output plane
     # input offset of every tap relative to the top-left input pixel of an output pixel
     xoff = np.empty(R, np.int64)
     if in_c16:
@@ -161,6 +165,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
         acc = stack_f32(224)
         pb = stack_i64(7)  # input base offset of each pixel of the tile
         pq = stack_i64(7)  # output pixel index of each pixel of the tile
+        ps16 = stack_i64(7)  # where a c16 output stores it (inside the halo)
         p0 = p_begin
         while p0 < p_end:
             ps = p0
@@ -172,6 +177,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                 q = ps + t
                 if q < p_end:
                     pq[t] = q
+                    ps16[t] = (oh + ht) * OWs + ow + hl
                     pb[t] = xbase + (oh * sh * Wp + ow * sw) * pix
                     ow += 1
                     if ow == OW:
@@ -179,6 +185,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                         oh += 1
                 else:  # fewer than TP pixels in the whole item: repeat the last one
                     pq[t] = pq[t - 1]
+                    ps16[t] = ps16[t - 1]
                     pb[t] = pb[t - 1]
             b0 = pb[0]
             b1 = pb[1]
@@ -213,7 +220,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                     ob = 2 * b + half
                     if ob < OB:
                         for t in range(TP):
-                            o = ((n * OB + ob) * P + pq[t]) * 16
+                            o = ((n * OB + ob) * PS + ps16[t]) * 16
                             for j in range(16):
                                 of[U(o + j)] = acc[t * 32 + half * 16 + j] + bias[b * OCB + half * 16 + j]
             elif has_res:  # store only pixels not stored before, each with its residual
@@ -238,9 +245,13 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                         of[U(oj + pq[t])] = acc[t * 32 + j] + bv
             p0 = ps + TP
         if act != 0:
-            if out_c16:
+            if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
                 for ob in range(2 * b, min(2 * b + 2, OB)):
-                    act_range(of, ((n * OB + ob) * P + p_begin) * 16, (p_end - p_begin) * 16, act, act_a, act_b)
+                    for r in range(p_begin // OW, (p_end - 1) // OW + 1):
+                        c0 = max(p_begin - r * OW, 0)
+                        c1 = min(p_end - r * OW, OW)
+                        act_range(of, ((n * OB + ob) * PS + (r + ht) * OWs + hl + c0) * 16, (c1 - c0) * 16, act,
+                                  act_a, act_b)
             else:
                 for j in range(nvalid):
                     act_range(of, obase + j * P + p_begin, p_end - p_begin, act, act_a, act_b)
@@ -248,7 +259,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
 
 PW_MR = 8  # output channels per register tile of the pointwise kernel
 PW_PV = 32  # pixels per register tile of the pointwise kernel (two AVX-512 vectors)
-PW_TILES = 2  # pixel tiles per parallel work item
+PW_TILES = 4  # pixel tiles per parallel work item
 PW_MIN_ITEMS = 16  # split the channel blocks of a pixel chunk until there are this many items
 
 
@@ -272,6 +283,37 @@ def conv_pack_pointwise_kernel(w, out):
             b = oc // MR
             for ci in range(CG):
                 out[g, b, ci, oc - b * MR] = w[g * COG + oc, ci, 0, 0]
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _pw_store_row(acc, row, bv, res, has_res, act, act_a, act_b, of, o):
+    """Store one output channel's PW_PV pixels of the pointwise tile (``acc[row:row + PW_PV]``, ``row`` a
+    literal) at ``of[o:]``: plus the bias, plus the residual read from the same place, then the activation
+    (relu and relu6 in registers; the others over the stored pixels, which no other tile stores).
+    Written out per row with constant indices: the staged path's variable row index kept the whole
+    epilogue scalar (a residual conv ran at half the speed of a plain one)."""
+    zero = np.float32(0.0)
+    six = np.float32(6.0)
+    if has_res:
+        for v in range(PW_PV):
+            val = acc[row + v] + bv + res[U(o + v)]
+            if act == ACT_RELU:
+                val = zero if val < zero else val
+            elif act == ACT_RELU6:
+                val = zero if val < zero else val
+                val = six if val > six else val
+            of[U(o + v)] = val
+    else:
+        for v in range(PW_PV):
+            val = acc[row + v] + bv
+            if act == ACT_RELU:
+                val = zero if val < zero else val
+            elif act == ACT_RELU6:
+                val = zero if val < zero else val
+                val = six if val > six else val
+            of[U(o + v)] = val
+    if act != ACT_NONE and act != ACT_RELU and act != ACT_RELU6:
+        act_range(of, o, PW_PV, act, act_a, act_b)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
@@ -314,9 +356,9 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
         xg = (n * C + g * CG) * P
         t_end = min(pch * PW_TILES + PW_TILES, ntile)
         b_end = min(occ * bpi + bpi, nob)
-        for t in range(pch * PW_TILES, t_end):
-            p0 = min(t * PW_PV, P - PW_PV)
-            for b in range(occ * bpi, b_end):
+        for b in range(occ * bpi, b_end):
+            for t in range(pch * PW_TILES, t_end):
+                p0 = min(t * PW_PV, P - PW_PV)
                 oc0 = b * PW_MR
                 wb = (g * nob + b) * CG * PW_MR
                 for i in range(PW_MR * PW_PV):
@@ -373,6 +415,17 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
                     for v in range(PW_PV):
                         of[U(o + 7 * P + v)] = acc[224 + v] + b7
                     continue
+                if nv == PW_MR and p0 == t * PW_PV:  # a full tile overlapping no other: straight out
+                    o = (n * COUT + bb) * P + p0
+                    _pw_store_row(acc, 0, bias[bb], res, has_res, act, act_a, act_b, of, o)
+                    _pw_store_row(acc, 32, bias[bb + 1], res, has_res, act, act_a, act_b, of, o + P)
+                    _pw_store_row(acc, 64, bias[bb + 2], res, has_res, act, act_a, act_b, of, o + 2 * P)
+                    _pw_store_row(acc, 96, bias[bb + 3], res, has_res, act, act_a, act_b, of, o + 3 * P)
+                    _pw_store_row(acc, 128, bias[bb + 4], res, has_res, act, act_a, act_b, of, o + 4 * P)
+                    _pw_store_row(acc, 160, bias[bb + 5], res, has_res, act, act_a, act_b, of, o + 5 * P)
+                    _pw_store_row(acc, 192, bias[bb + 6], res, has_res, act, act_a, act_b, of, o + 6 * P)
+                    _pw_store_row(acc, 224, bias[bb + 7], res, has_res, act, act_a, act_b, of, o + 7 * P)
+                    continue
                 # Otherwise stage with bias and activation applied, then store the valid rows.
                 # The activation must be applied before storing: overlapping tiles of other work
                 # items then store identical final values, so the overlap is race-free.
@@ -421,31 +474,36 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
     _, COUT, OH, OW = out.shape
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x.reshape(-1), N, C, H, W, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                           res, out.reshape(-1), COUT, OH, OW, False)
+                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW)
     else:
         xp = np.empty((N, C, H + pt + pb, W + pl + pr), np.float32)
         pad_zero_kernel(x, pt, pl, xp)
         _conv_blocked_core(xp.reshape(-1), N, C, H + pt + pb, W + pl + pr, False, wp, bias, KH, KW, sh, sw, dh, dw,
-                           act, act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False)
+                           act, act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def conv2d_c16_kernel(x, in_c16, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
-                      res, out, COUT, OH, OW, out_c16):
+                      res, out, COUT, OH, OW, out_c16, ht, hl, hb, hr):
     """A dense convolution (groups == 1) between layouts: x flat, plain (N, C, H, W) or channel-blocked
-    (``in_c16``: unpadded, pads must be 0); out flat, plain or channel-blocked (``out_c16``). ``wp`` from
+    (``in_c16``: unpadded, pads must be 0); out flat, plain or channel-blocked (``out_c16``), the latter
+    optionally inside a zero halo of (ht, hl, hb, hr) pixels (``c16.zero_halo_c16_kernel``). ``wp`` from
     ``conv_pack_weight_kernel`` (plain input) or ``pack_c16_input_weight``; ``bias`` padded to NB * 32;
     ``res`` empty or the residual operand (plain output only)."""
     cb = (C + 15) // 16
     N = x.size // (cb * 16 * H * W) if in_c16 else x.size // (C * H * W)
+    OHs = OH + ht + hb
+    OWs = OW + hl + hr
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x, N, C, H, W, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                           out, COUT, OH, OW, out_c16)
+                           out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs)
     else:
         xp = np.empty((N, C, H + pt + pb, W + pl + pr), np.float32)
         pad_zero_kernel(x.reshape(N, C, H, W), pt, pl, xp)
         _conv_blocked_core(xp.reshape(-1), N, C, H + pt + pb, W + pl + pr, False, wp, bias, KH, KW, sh, sw, dh, dw,
-                           act, act_a, act_b, res, out, COUT, OH, OW, out_c16)
+                           act, act_a, act_b, res, out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs)
+    if out_c16 and (ht > 0 or hl > 0 or hb > 0 or hr > 0):
+        zero_halo_c16_kernel(out, N * ((COUT + 15) // 16), OHs, OWs, ht, hl, hb, hr)
 
 
 def pack_c16_input_weight(weight):

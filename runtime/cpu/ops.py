@@ -192,10 +192,11 @@ class ConvPlan:
         if strategy != "depthwise":  # the depthwise kernel reads the unpacked weight
             self.weight = None
 
-    def run_c16(self, x, x_shape, in_c16: bool, out, out_c16: bool, residual=None):
+    def run_c16(self, x, x_shape, in_c16: bool, out, out_c16: bool, residual=None, halo=(0, 0, 0, 0)):
         """A dense convolution (groups == 1) between layouts: ``x`` and ``out`` flat, each plain or
         channel-blocked (``cpu/c16.py``); ``x_shape`` the input's (N, C, H, W). A blocked input has no padding;
-        a ``residual`` (flat, plain) needs a plain output, which may be its buffer."""
+        a ``residual`` (flat, plain) needs a plain output, which may be its buffer; a blocked output may be
+        stored inside a zero ``halo`` (top, left, bottom, right pixels) for a depthwise consumer."""
         if self.groups != 1 or (in_c16 and any(self.pads)) or (residual is not None and out_c16):
             raise ValueError("channel-blocked convolution needs groups == 1, no padding of a blocked input and "
                              "a plain output for a residual")
@@ -210,7 +211,7 @@ class ConvPlan:
             self._bias_c16[: self.cout] = self.bias
         _conv.conv2d_c16_kernel(x, bool(in_c16), c, h, w, wp, self._bias_c16, self.kh, self.kw, sh, sw, pt, pl, pb,
                                 pr, dh, dw, *self.act, _NO_RESIDUAL if residual is None else residual, out,
-                                self.cout, oh, ow, bool(out_c16))
+                                self.cout, oh, ow, bool(out_c16), *halo)
         return out
 
     def packed_weight(self, strategy: str) -> np.ndarray:

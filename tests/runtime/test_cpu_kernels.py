@@ -210,6 +210,25 @@ def test_conv2d_residual_epilogue(n, c, h, w, cout, k, stride, in_place):
     assert_close(out, ref)
 
 
+@pytest.mark.parametrize("act", ["relu6", "silu", "leaky_relu"])
+@pytest.mark.parametrize("in_place", [False, True], ids=["separate", "in_place"])
+def test_pointwise_residual_with_each_kind_of_activation(act, in_place):
+    """The pointwise kernel's full tiles store straight from registers: relu6 applied there, silu and
+    leaky relu over the stored pixels; the overlapping last tile goes through the staged path."""
+    x = rand(2, 16, 12, 14)  # 168 pixels: five full tiles and an overlapping last one
+    wt = rand(24, 16, 1, 1, scale=0.5)
+    bias = rand(24)
+    slope = 0.1 if act == "leaky_relu" else 0.0
+    plan = cpu.pack_conv2d(wt, bias, act=cpu.ACTIVATIONS[act], act_a=slope)
+    assert plan.strategy(x.shape) == "pointwise"
+    skip = rand(*plan.out_shape(x.shape), scale=4.0)
+    y = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[1, 1]) + skip
+    ref = {"relu6": np.clip(y, 0, 6), "silu": y / (1 + np.exp(-y)), "leaky_relu": np.where(y >= 0, y, slope * y)}[act]
+    out = skip if in_place else np.full(skip.shape, np.nan, np.float32)
+    plan.run(x, out, skip)
+    assert_close(out, ref)
+
+
 def test_conv2d_reuses_packed_weight_and_writes_into_out():
     x = rand(1, 4, 8, 8)
     wt = rand(9, 4, 3, 3)
@@ -664,6 +683,59 @@ def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
                                  cpu.ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1), oh, ow)
     assert np.isfinite(out).all()  # padding lanes written too
     assert_close(cpu_c16.from_c16(out, c), np.maximum(ref, 0))
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "relu6", "silu"])
+@pytest.mark.parametrize("n,c,h,w,k,stride,pad", [(1, 32, 6, 19, 3, 1, 1), (2, 16, 7, 7, 3, 2, 1)])
+def test_depthwise_c16_activation_in_registers(act, n, c, h, w, k, stride, pad):
+    x = rand(n, c, h, w, scale=4.0)  # spans relu6's clip at 6
+    wt = rand(c, 1, k, k)
+    bias = rand(c)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4,
+                  group=c)
+    expected = {"none": ref, "relu": np.maximum(ref, 0), "relu6": np.clip(ref, 0, 6),
+                "silu": ref / (1 + np.exp(-ref))}[act]
+    w16, b16 = cpu_c16.pack_depthwise(wt, bias)
+    oh, ow = ref.shape[2:]
+    out = np.full((n, cpu_c16.blocks(c), oh, ow, 16), np.nan, np.float32)
+    code = 0 if act == "none" else cpu.ACTIVATIONS[act]  # 0: no activation
+    cpu_c16.depthwise_c16_kernel(cpu_c16.to_c16(x).reshape(-1), h, w, w16, b16, stride, stride, pad, pad, 1, 1,
+                                 code, 0.0, 0.0, out.reshape(-1), oh, ow)
+    assert_close(cpu_c16.from_c16(out, c), expected)
+
+
+@pytest.mark.parametrize(
+    "n,c,h,w,cout,k,stride",
+    [
+        (1, 8, 9, 11, 24, 3, 1),  # halo 1 around a plane whose rows are not a multiple of 8 pixels
+        (2, 16, 14, 14, 40, 5, 2),  # EfficientNet's 5x5 stride 2: halo 2
+        (2, 8, 7, 7, 32, 3, 1),  # planes narrower than a depthwise tile: tiles read past their row
+    ],
+)
+def test_conv_into_zero_halo_then_depthwise_reads_it_as_padding(n, c, h, w, cout, k, stride):
+    """The layout pass's `halo`: a 1x1 convolution stores its blocked output inside a zero border (into a
+    buffer full of NaN, as an arena reused by other tensors may be) and the depthwise convolution reads
+    that border as its padding (pads 0 over the stored plane)."""
+    pad = k // 2
+    x = rand(n, c, h, w)
+    w1, b1 = rand(cout, c, 1, 1), rand(cout)
+    wd, bd = rand(cout, 1, k, k), rand(cout)
+    mid = ort_run("Conv", {"x": x, "w": w1, "b": b1}, kernel_shape=[1, 1])
+    ref = ort_run("Conv", {"x": mid, "w": wd, "b": bd}, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4,
+                  group=cout)
+    plan = cpu.pack_conv2d(w1, b1)
+    hs, ws = h + 2 * pad, w + 2 * pad
+    stored = np.full((n, cpu_c16.blocks(cout), hs, ws, 16), np.nan, np.float32)
+    plan.run_c16(x.reshape(-1), x.shape, False, stored.reshape(-1), True, halo=(pad,) * 4)
+    assert (stored[:, :, :pad] == 0).all() and (stored[:, :, -pad:] == 0).all()
+    assert (stored[:, :, :, :pad] == 0).all() and (stored[:, :, :, -pad:] == 0).all()
+    assert_close(cpu_c16.from_c16(np.ascontiguousarray(stored[:, :, pad:-pad, pad:-pad]), cout), mid)
+    w16, b16 = cpu_c16.pack_depthwise(wd, bd)
+    oh, ow = ref.shape[2:]
+    out = np.full((n, cpu_c16.blocks(cout), oh, ow, 16), np.nan, np.float32)
+    cpu_c16.depthwise_c16_kernel(stored.reshape(-1), hs, ws, w16, b16, stride, stride, 0, 0, 1, 1, 0,
+                                 0.0, 0.0, out.reshape(-1), oh, ow)
+    assert_close(cpu_c16.from_c16(out, cout), ref)
 
 
 @pytest.mark.parametrize(
