@@ -42,6 +42,7 @@ from numba import prange
 from ._act import ACT_NONE, ACT_RELU, ACT_RELU6, act_range
 from .c16 import zero_halo_c16_kernel
 from ._stack import stack_f32, stack_i64
+from ._vec import add16_store
 
 OCB = 32  # output channels per register tile (two AVX-512 vectors)
 TP = 7  # output pixels per register tile
@@ -215,14 +216,14 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                     acc[128 + j] += x4 * wj
                     acc[160 + j] += x5 * wj
                     acc[192 + j] += x6 * wj
-            if out_c16:  # each pixel's 16 channels of a block are contiguous: whole-vector stores
+            if out_c16:  # each pixel's 16 channels of a block are contiguous: whole-vector stores (written
+                # as a loop, LLVM stored each float alone: Numba leaves its SLP vectoriser off)
                 for half in range(2):
                     ob = 2 * b + half
                     if ob < OB:
                         for t in range(TP):
                             o = ((n * OB + ob) * PS + ps16[t]) * 16
-                            for j in range(16):
-                                of[U(o + j)] = acc[t * 32 + half * 16 + j] + bias[b * OCB + half * 16 + j]
+                            add16_store(of, o, acc, t * 32 + half * 16, bias, b * OCB + half * 16)
             elif has_res:  # store only pixels not stored before, each with its residual
                 first = p0 - ps
                 count = min(TP, p_end - ps)

@@ -773,3 +773,20 @@ def test_pool_and_channel_multiply_c16(n, c, h, w):
     assert_close(cpu_c16.from_c16(out, c), ort_run("Mul", {"x": x, "s": s}))
     cpu_c16.channel_mul_c16_kernel(xb.reshape(-1), s.reshape(-1), c, h * w, 0, 0.0, 0.0, xb.reshape(-1))  # in place
     assert_close(cpu_c16.from_c16(xb, c), x * s)
+
+
+def test_add16_store_writes_exactly_sixteen_floats_at_any_offset():
+    import numba
+
+    from cnnc.runtime.cpu._vec import add16_store
+
+    @numba.njit
+    def run(dst, di, a, ai, b, bi):
+        add16_store(dst, di, a, ai, b, bi)
+
+    a, b = rand(40), rand(40)
+    for di, ai, bi in [(0, 0, 0), (3, 17, 5), (24, 1, 23)]:
+        dst = np.full(40, np.nan, np.float32)
+        run(dst, di, a, ai, b, bi)
+        assert np.array_equal(dst[di:di + 16], a[ai:ai + 16] + b[bi:bi + 16])
+        assert np.isnan(np.delete(dst, np.arange(di, di + 16))).all()
