@@ -45,6 +45,60 @@ def _max_cols(vm, o, of, OW, KW, SW, dw):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
+def _max_pool_3x3_same(x, out):
+    """3x3 max pooling, stride 1, padding 1 (the output as large as the input: GoogLeNet's inception pools)
+    in two passes over each plane, each one long loop: the maximum of three rows (x shifted by -W, 0, +W
+    in the flattened plane), then of three columns (shifted by -1, 0, +1); only the first and last rows
+    and the ends of every row, where a shift reaches outside the window, are redone."""
+    N, C, H, W = x.shape
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    P = H * W
+    nchunk = min(N * C, MAX_CHUNKS)
+    rows = np.empty((nchunk, P), np.float32)
+    for chunk in prange(nchunk):
+        vb = rows[chunk]
+        for nc in range(chunk * (N * C) // nchunk, (chunk + 1) * (N * C) // nchunk):
+            b = nc * P
+            for i in range(W, P - W):
+                u = xf[U(b + i - W)]
+                v = xf[U(b + i)]
+                m = v if v > u else u
+                v = xf[U(b + i + W)]
+                vb[U(i)] = v if v > m else m
+            for q in range(W):  # first and last rows: two rows of the window inside the plane
+                m = xf[U(b + q)]
+                if H > 1:
+                    v = xf[U(b + W + q)]
+                    m = v if v > m else m
+                vb[U(q)] = m
+                m = xf[U(b + P - W + q)]
+                if H > 1:
+                    v = xf[U(b + P - 2 * W + q)]
+                    m = v if v > m else m
+                vb[U(P - W + q)] = m
+            for i in range(1, P - 1):
+                u = vb[U(i - 1)]
+                v = vb[U(i)]
+                m = v if v > u else u
+                v = vb[U(i + 1)]
+                of[U(b + i)] = v if v > m else m
+            for r in range(H):  # the ends of each row: two columns of the window inside the plane
+                first = r * W
+                last = first + W - 1
+                m = vb[U(first)]
+                if W > 1:
+                    v = vb[U(first + 1)]
+                    m = v if v > m else m
+                of[U(b + first)] = m
+                m = vb[U(last)]
+                if W > 1:
+                    v = vb[U(last - 1)]
+                    m = v if v > m else m
+                of[U(b + last)] = m
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def _max_pool_whole_plane(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
     """``max_pool2d_kernel`` for stride-1 rows (GoogLeNet's 3x3 pools on 28x28 and 14x14 planes), separable
     and vectorised per plane: the plane is copied into a buffer bordered
@@ -119,6 +173,10 @@ def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
     """
     N, C, H, W = x.shape
     _, _, OH, OW = out.shape
+    if KH == 3 and KW == 3 and sh == 1 and sw == 1 and pt == 1 and pl == 1 and dh == 1 and dw == 1 \
+            and OH == H and OW == W:
+        _max_pool_3x3_same(x, out)
+        return
     if sw == 1:
         _max_pool_whole_plane(x, KH, KW, sh, sw, pt, pl, dh, dw, out)
         return

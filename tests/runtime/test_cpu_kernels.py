@@ -286,6 +286,10 @@ MAXPOOL_CASES = [
     pytest.param((1, 2, 10, 10), (2, 2), (3, 3), (0, 0, 0, 0), (1, 1), False, id="stride-gt-kernel"),
     pytest.param((1, 3, 1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), False, id="1x1-input"),
     pytest.param((1, 3, 13, 13), (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True, id="ceil-googlenet"),
+    pytest.param((2, 5, 9, 7), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False, id="3x3s1p1-inception"),
+    pytest.param((1, 2, 1, 5), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False, id="3x3s1p1-one-row"),
+    pytest.param((1, 2, 4, 1), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False, id="3x3s1p1-one-column"),
+    pytest.param((1, 3, 9, 10), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), False, id="5x5s1p2-whole-plane"),
 ]
 
 
