@@ -21,8 +21,8 @@ from .cpu._fpenv import DenormalsFlushed, flush_denormals_in_workers
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
-from .memory import (VIEW_OPS, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner, storage_shape,
-                     tensor_halos)
+from .memory import (VIEW_OPS, MemoryLimitError, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner,
+                     storage_shape, tensor_halos)
 
 
 def _f32(a) -> np.ndarray:
@@ -340,6 +340,19 @@ class CpuProgram:
         runners = self.runners if n == 1 else self.copying_runners
         self._per_batch[n] = (arena, views, scratch, mode, runners)
         return self._per_batch[n]
+
+    def load_kernels(self) -> None:
+        """Run one sample of zeros and free its arena again: every kernel the plan uses is compiled or loaded
+        from Numba's cache now, at build, rather than inside the first run (which then took as long as a
+        start-up and added the kernels' code to that run's memory). Skipped when one sample does not fit
+        the memory limit: the run itself reports that."""
+        try:
+            self._buffers(1)
+        except (MemoryLimitError, MemoryError):
+            return
+        self.run({i["name"]: np.zeros((1, *i["shape"]), np.float32) for i in self.plan["inputs"]})
+        self.release()
+        _return_freed_memory()
 
     def release(self) -> None:
         """Free the arena and scratch of the batch size run last (the next run allocates them again)."""

@@ -152,6 +152,8 @@ class Program:
                 self.cpu = CpuProgram(plan, weights, memory_limit)
             except KeyError as err:
                 raise PlanError(f"missing weight or op without a cpu kernel: {err.args[0]}") from None
+            set_threads(threads)
+            self.cpu.load_kernels()
             return
         if target == "cuda":
             from .cuda_program import CudaProgram
