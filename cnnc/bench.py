@@ -229,6 +229,10 @@ def ort_runner(graph, weights, threads: int, tmpdir: str):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    # Its worker threads keep spinning after a run (for up to a second, waiting for the next one) and took a
+    # core from the engine timed next in this process: cnnc's batch-1 runs right after an ONNX Runtime block
+    # were up to 3x slower. They still spin within a run, so ONNX Runtime's own times are unchanged.
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x})
