@@ -794,3 +794,25 @@ def test_add16_store_writes_exactly_sixteen_floats_at_any_offset():
         run(dst, di, a, ai, b, bi)
         assert np.array_equal(dst[di:di + 16], a[ai:ai + 16] + b[bi:bi + 16])
         assert np.isnan(np.delete(dst, np.arange(di, di + 16))).all()
+
+
+def test_clamp16_stores_add_bias_skip_and_clamp_letting_nan_through():
+    import numba
+
+    from cnnc.runtime.cpu._vec import clamp16_res_store, clamp16_store
+
+    @numba.njit
+    def run(dst, a, bv, r, lo, hi):
+        clamp16_store(dst, 2, a, 1, bv, lo, hi)
+        clamp16_res_store(dst, 20, a, 17, bv, r, 20, lo, hi)  # r may be dst itself
+
+    a = rand(40, scale=8.0)
+    a[5] = np.nan
+    dst = rand(40)
+    before = dst.copy()
+    run(dst, a, np.float32(0.5), dst, np.float32(0.0), np.float32(6.0))
+    expect = np.clip(a[1:17] + np.float32(0.5), 0, 6)
+    expect[4] = np.nan
+    assert np.array_equal(dst[2:18], expect, equal_nan=True)
+    assert np.array_equal(dst[20:36], np.clip(a[17:33] + np.float32(0.5) + before[20:36], 0, 6))
+    assert np.array_equal(dst[[0, 1, 18, 19, 36, 37, 38, 39]], before[[0, 1, 18, 19, 36, 37, 38, 39]])
