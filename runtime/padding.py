@@ -1,7 +1,7 @@
 """Padding modes and the source index of a padded position, shared by the CPU and CUDA targets.
 
-`pad_source_index` is plain Python: each target compiles it for itself (Numba's njit on the CPU, a
-device function on the GPU), so both read the same rule.
+`pad_source_index` and `inside_taps` are plain Python: each target compiles them for itself (Numba's njit
+on the CPU, a device function on the GPU), so both read the same rule.
 """
 
 from __future__ import annotations
@@ -28,3 +28,11 @@ def pad_source_index(i, n, mode):
     if i < 0:
         i += period
     return i if i < n else period - i
+
+
+def inside_taps(start, taps, dilation, n):
+    """The taps k of a window, [lo, hi), whose positions start + k * dilation lie inside [0, n): the rest
+    read padding (a window entirely outside gives lo >= hi)."""
+    lo = 0 if start >= 0 else min(taps, (dilation - 1 - start) // dilation)
+    hi = 0 if start > n - 1 else min(taps, (n - 1 - start) // dilation + 1)
+    return lo, hi

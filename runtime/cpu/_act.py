@@ -126,6 +126,23 @@ def sigmoid_f32(v):
     return np.float32(1.0) / (np.float32(1.0) + exp_f32(-v))
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def register_clamp(code):
+    """An activation a kernel applies to its tile in registers, as a clamp to [lo, hi] with comparisons that
+    let NaN through (``lo if v < lo else v``, then ``hi if v > hi else v``): (lo, hi, True) for none, relu
+    and relu6; for the others (-inf, inf, False), and the kernel calls ``act_range`` after storing."""
+    zero = np.float32(0.0)
+    ninf = np.float32(-np.inf)
+    pinf = np.float32(np.inf)
+    if code == ACT_NONE:
+        return ninf, pinf, True
+    if code == ACT_RELU:
+        return zero, pinf, True
+    if code == ACT_RELU6:
+        return zero, np.float32(6.0), True
+    return ninf, pinf, False
+
+
 @numba.njit(cache=True, error_model="numpy", fastmath={"contract"})  # FMAs in the polynomials
 def act_range(buf, start, n, code, a, b):
     """Apply activation ``code`` in place to ``buf[start:start+n]`` (1-D float32).

@@ -27,12 +27,15 @@ def _vec_ptr(context, builder, arrty, arr, index):
     return builder.bitcast(ptr, _V16.as_pointer())
 
 
+def _typed(arrays, ints, floats) -> bool:
+    return (all(isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 1 for t in arrays)
+            and all(isinstance(t, types.Integer) for t in ints) and all(isinstance(t, types.Float) for t in floats))
+
+
 @intrinsic
 def add16_store(typingctx, dst, di, a, ai, b, bi):
     """dst[di:di+16] = a[ai:ai+16] + b[bi:bi+16] as one vector load of each operand and one store."""
-    if not all(isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 1 for t in (dst, a, b)):
-        return None
-    if not all(isinstance(t, types.Integer) for t in (di, ai, bi)):
+    if not _typed((dst, a, b), (di, ai, bi), ()):
         return None
 
     def codegen(context, builder, signature, args):
@@ -58,11 +61,6 @@ def _clamp16(context, builder, signature, v, args, lo_hi_at):
     lo, hi = (_splat(builder, context.cast(builder, args[k], signature.args[k], types.float32)) for k in lo_hi_at)
     v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
     return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
-
-
-def _typed(arrays, ints, floats) -> bool:
-    return (all(isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 1 for t in arrays)
-            and all(isinstance(t, types.Integer) for t in ints) and all(isinstance(t, types.Float) for t in floats))
 
 
 @intrinsic

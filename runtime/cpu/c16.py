@@ -1,3 +1,4 @@
+# ruff: noqa: FURB136  -- explicit selects: NaN passes as in act_range, and they vectorise
 """Kernels over channel-blocked tensors ("c16": (N, ceil(C/16), H, W, 16), the 16 channels of a block
 contiguous for each pixel), for the chains the `layout` pass marks: a dense convolution writes c16
 (``conv.conv2d_c16_kernel``), a depthwise convolution reads and writes it, squeeze-and-excitation pools
@@ -17,8 +18,9 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import ACT_NONE, ACT_RELU, ACT_RELU6, act_range
+from ._act import ACT_NONE, act_range, register_clamp
 from ._stack import stack_f32
+from .pool import inside_taps
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 C16 = 16
@@ -82,10 +84,11 @@ def _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
 def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bias16, bb, act, act_a, act_b,
-             out, o, npix):
+             lo, hi, in_regs, out, o, npix):
     """One depthwise tile: DW_TP output pixels x 16 channels, eight independent accumulators (see
-    ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. Bias, taps and activation stay
-    in registers; the first ``npix`` pixels are stored at ``out[o:]``."""
+    ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. Bias, taps and the activation
+    (``register_clamp``'s lo, hi, in_regs) stay in registers; the first ``npix`` pixels are stored at
+    ``out[o:]``."""
     acc = stack_f32(128)
     for t in range(DW_TP):
         for j in range(C16):
@@ -101,21 +104,12 @@ def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bia
     else:
         _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb)
     if npix == DW_TP:
-        zero = np.float32(0.0)
-        if act == ACT_RELU:
-            for j in range(DW_TP * C16):
-                v = acc[j]
-                out[U(o + j)] = zero if v < zero else v
-            return
-        if act == ACT_RELU6:
-            six = np.float32(6.0)
-            for j in range(DW_TP * C16):
-                v = acc[j]
-                v = zero if v < zero else v
-                out[U(o + j)] = six if v > six else v
-            return
         for j in range(DW_TP * C16):
-            out[U(o + j)] = acc[j]
+            v = acc[j]
+            v = lo if v < lo else v
+            out[U(o + j)] = hi if v > hi else v
+        if in_regs:
+            return
     else:  # stage, so that ``acc`` is only indexed by constants
         stg = stack_f32(128)
         for j in range(DW_TP * C16):
@@ -142,6 +136,7 @@ def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_
     N = x.size // (CB * C16 * H * W)
     wf = w16.reshape(-1)
     zero = np.float32(0.0)
+    lo, hi, in_regs = register_clamp(act)
     tiles = (OW + DW_TP - 1) // DW_TP
     span = (DW_TP - 1) * sw + (KW - 1) * dw + 1  # input columns a tile reads
     nrb = (OH + DW_ROWS - 1) // DW_ROWS
@@ -163,8 +158,7 @@ def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_
             wb = cb * KH * KW * C16
             for oh in range(oh0, min(oh0 + DW_ROWS, OH)):
                 ih0 = oh * sh - pt
-                kh_lo = 0 if ih0 >= 0 else min(KH, (dh - 1 - ih0) // dh)
-                kh_hi = 0 if ih0 > H - 1 else min(KH, (H - 1 - ih0) // dh + 1)
+                kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
                 ob = ((n * CB + cb) * OH + oh) * OW * C16
                 for tile in range(tiles):
                     ow0 = tile * DW_TP
@@ -179,8 +173,8 @@ def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_
                     last = iw0 + (npix - 1) * sw + (KW - 1) * dw + 1  # one past the last column used
                     if iw0 >= 0 and last <= W and (npix == DW_TP or kh_hi <= kh_lo or base + (kh_hi - 1) * dh * W * C16
                                                    + (DW_TP - 1) * sw * C16 + (KW - 1) * dw * C16 + C16 <= x.size):
-                        _dw_tile(x, base, dh * W * C16, sw * C16, dw * C16, kh_lo, kh_hi,
-                                 KW, wf, wb, bias16, cb * C16, act, act_a, act_b, out, ob + ow0 * C16, npix)
+                        _dw_tile(x, base, dh * W * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16,
+                                 cb * C16, act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix)
                         continue
                     for kh in range(kh_lo, kh_hi):  # the columns this tile reads, zero outside the plane
                         src = xb + (ih0 + kh * dh) * W * C16
@@ -194,7 +188,7 @@ def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_
                                 for j in range(C16):
                                     buf[U(d + j)] = x[U(src + iw * C16 + j)]
                     _dw_tile(buf, 0, span * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16, cb * C16,
-                             act, act_a, act_b, out, ob + ow0 * C16, npix)
+                             act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

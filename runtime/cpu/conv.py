@@ -39,7 +39,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import ACT_NONE, ACT_RELU, ACT_RELU6, act_range
+from ._act import act_range, register_clamp
 from .c16 import zero_halo_c16_kernel
 from ._stack import stack_f32, stack_i64
 from ._vec import add16_store, clamp16_res_store, clamp16_store
@@ -329,10 +329,7 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
     wf = wq.reshape(-1)
     of = out.reshape(-1)
     has_res = res.size > 0
-    zero = np.float32(0.0)
-    six = np.float32(6.0)
-    ninf = np.float32(-np.inf)
-    pinf = np.float32(np.inf)
+    lo, hi, in_regs = register_clamp(act)
     for item in prange(N * G * npch * nocc):
         occ = item % nocc
         rest = item // nocc
@@ -377,10 +374,8 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
                 # variable row index would keep ``acc`` out of registers for the whole kernel).
                 bb = g * COG + oc0
                 nv = min(PW_MR, COG - oc0)
-                if nv == PW_MR and p0 == t * PW_PV and (act == ACT_NONE or act == ACT_RELU or act == ACT_RELU6):
+                if nv == PW_MR and p0 == t * PW_PV and in_regs:
                     # a full tile overlapping no other, an activation done in registers: straight out
-                    lo = ninf if act == ACT_NONE else zero
-                    hi = six if act == ACT_RELU6 else pinf
                     o = (n * COUT + bb) * P + p0
                     _pw_store_row(acc, 0, bias[bb], res, has_res, lo, hi, of, o)
                     _pw_store_row(acc, 32, bias[bb + 1], res, has_res, lo, hi, of, o + P)

@@ -13,7 +13,10 @@ import numba
 import numpy as np
 from numba import prange
 
+from ..padding import inside_taps as _inside_taps
+
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
+inside_taps = numba.njit(cache=True, error_model="numpy", inline="always")(_inside_taps)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -196,8 +199,7 @@ def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
             for oh in range(OH):
                 o = (nc * OH + oh) * OW
                 ih0 = oh * sh - pt
-                kh_lo = 0 if ih0 >= 0 else min(KH, (dh - 1 - ih0) // dh)
-                kh_hi = 0 if ih0 > H - 1 else min(KH, (H - 1 - ih0) // dh + 1)
+                kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
                 if kh_hi <= kh_lo:
                     for ow in range(OW):
                         of[U(o + ow)] = ninf
