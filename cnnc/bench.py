@@ -33,12 +33,13 @@ def rss_mb() -> float:
     return _status_mb("VmRSS") or 0.0
 
 
-def _peak_rss_mb() -> float | None:
-    """This process's peak resident memory since the last `_reset_peak_rss` (VmHWM), MB; None if unknown."""
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory since the last `reset_peak_rss` (VmHWM), MB; None if unknown."""
     return _status_mb("VmHWM")
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
+    """Start a new peak (VmHWM := the current resident size); False where Linux's counter is missing."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # Linux: reset VmHWM to the current resident size
@@ -58,10 +59,10 @@ def interleaved(fns: list, warmup: int, repeat: int, blocks: int = 3) -> tuple[l
     peaks: list[float | None] = []
     for fn in fns:
         base = rss_mb()
-        reset = _reset_peak_rss()
+        reset = reset_peak_rss()
         for _ in range(max(1, warmup)):
             fn()
-        peak = _peak_rss_mb() if reset else None
+        peak = peak_rss_mb() if reset else None
         peaks.append(None if peak is None else max(0.0, peak - base))
     times: list[list[float]] = [[] for _ in fns]
     blocks = max(1, min(blocks, repeat))

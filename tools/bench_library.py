@@ -25,18 +25,12 @@ MODELS = ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def peak_child(engine: str, spec: str, onnx_path: str, batch: int, threads: int) -> None:
     """In a fresh process: build one engine, run the batch 5 times, print the process's peak resident memory
     (VmHWM) and its resident memory once the engine was built, in MB, as JSON."""
     import numpy as np
+
+    from cnnc.bench import peak_rss_mb, reset_peak_rss, rss_mb
     if engine == "cnnc":
         from cnnc import load
         model = load(spec, threads=threads, seed=0)
@@ -50,15 +44,15 @@ def peak_child(engine: str, spec: str, onnx_path: str, batch: int, threads: int)
         sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
         name, shape = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[1:]
         run = lambda x: sess.run(None, {name: x})  # noqa: E731
-    built = _status_mb("VmRSS")
-    build_peak = _status_mb("VmHWM")
+    built = rss_mb()
+    build_peak = peak_rss_mb()
     # Peak of the runs alone: building may peak higher (cnnc packs weights, then frees the unpacked copies).
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # Linux: VmHWM := the current resident size
+    if not reset_peak_rss():
+        raise SystemExit("needs Linux's /proc/self/clear_refs to measure the runs' peak")
     x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
     for _ in range(5):
         run(x)
-    run_peak = _status_mb("VmHWM")
+    run_peak = peak_rss_mb()
     print(json.dumps({"built_mb": built, "run_peak_mb": run_peak, "peak_mb": max(build_peak, run_peak)}))
 
 
