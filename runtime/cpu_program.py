@@ -21,6 +21,7 @@ from .cpu._fpenv import DenormalsFlushed, flush_denormals_in_workers
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
+from .executor import PlanError
 from .memory import (VIEW_OPS, MemoryLimitError, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner,
                      storage_shape, tensor_halos)
 
@@ -297,8 +298,9 @@ class CpuProgram:
             _, h, w = x_shape
             halo = self.halos.get(step["inputs"][0])
             if halo is not None:  # the input is stored padded: read its halo as the padding
-                if tuple(halo) != tuple(a["pads"]):
-                    raise ValueError(f"halo {halo} of {step['inputs'][0]} is not the padding {a['pads']}")
+                if tuple(halo) != tuple(a["pads"]):  # a plan the layout pass did not write
+                    raise PlanError(f"step {step['name']}: its input {step['inputs'][0]} is stored with halo "
+                                    f"{list(halo)}, expected its padding {list(a['pads'])}")
                 h, w, pt, pl = h + halo[0] + halo[2], w + halo[1] + halo[3], 0, 0
 
             def run_depthwise(xs, out, s):

@@ -23,6 +23,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 
 from cnnc import plan as plan_mod
@@ -1051,6 +1052,28 @@ def test_E402_edited_plan_checksum_mismatch(plan_file):
     plan["constants"][0]["shape"][0] = 9  # hand-edited
     _rewrite(plan_file, json.dumps(plan))
     assert "checksum mismatch" in _load_error(plan_file)
+
+
+def test_E402_plan_whose_halo_is_not_the_padding(capsys, tmp_path):
+    """A plan with a valid checksum that the layout pass did not write: a stored halo that is not the
+    depthwise convolution's padding is one E402 at load, not an internal error."""
+    spec = write(tmp_path, "dw.cnn", net("e = conv(16, 1)\nd = conv(e, 16, 3, padding=1, groups=16)\nconv(d, 8, 1)"))
+    plan, _ = plan_mod.load(compile_to(capsys, spec, tmp_path / "ok.cnnplan"))
+    step = next(s for s in plan["steps"] if s["attrs"].get("halo"))
+    step["attrs"]["halo"] = [2, 2, 2, 2]
+    forged = tmp_path / "forged.cnnplan"
+    plan_mod.save(str(forged), plan)
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
+    rc, _, err = cli(capsys, "run", forged, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    assert rc == 1 and not (tmp_path / "y.npy").exists()
+    message = only(parse_diags(err), "E402").message
+    assert "halo [2, 2, 2, 2]" in message and "padding [1, 1, 1, 1]" in message
+
+
+def compile_to(capsys, spec, out) -> str:
+    rc, _, err = cli(capsys, "compile", spec, "-o", out)
+    assert rc == 0, err
+    return str(out)
 
 
 def test_E402_wrong_version(plan_file):
