@@ -30,6 +30,39 @@ from conftest import SPECS
 # barrier cost milliseconds.
 sys.setswitchinterval(1e-5)
 
+
+def _serialise_shared_allocation() -> None:
+    """The simulator gives a block's threads one shared array per source line by looking it up and, if
+    missing, creating it, with no lock: two threads switched between the two steps get two different
+    arrays, and each then reads the other's half as uninitialised memory (garbage values, in a case
+    chosen by chance; the short switch interval above makes it likely). Here the look-up and creation are
+    one locked step, keyed as the simulator keys them (the kernel's file and line)."""
+    import threading
+
+    import numba.np.numpy_support
+    from numba.cuda.simulator import kernelapi
+
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return original(self, shape, dtype, alignment)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                if isinstance(dtype, numba.types.Type):
+                    dtype = numba.np.numpy_support.as_dtype(dtype)
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    original = kernelapi.FakeCUDAShared.array
+    kernelapi.FakeCUDAShared.array = array
+
+
+_serialise_shared_allocation()
+
 BATCH = 2
 ACTIVATIONS = ["relu()", "relu6()", "sigmoid()", "tanh()", "silu()", "hardswish()", "hardsigmoid(0.2, 0.4)",
                "leaky_relu(0.2)", "clip(min=-0.3, max=0.6)", "clip(max=0.25)"]
