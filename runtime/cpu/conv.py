@@ -77,39 +77,9 @@ def conv_pack_weight_kernel(w, out):
                         out[g, b, (ci * KH + kh) * KW + kw, j] = w[g * COG + oc, ci, kh, kw]
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True)
-def pad_zero_kernel(x, pt, pl, out):
-    """Copy ``x`` (N, C, H, W) into ``out`` (N, C, Hp, Wp) at offset (pt, pl); zero the border.
-
-    ``pt``/``pl`` and the implied bottom/right amounts may be negative (cropping).
-    """
-    N, C, H, W = x.shape
-    _, _, Hp, Wp = out.shape
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    zero = np.float32(0.0)
-    q0 = min(max(0, pl), Wp)  # first output column that receives data
-    q1 = max(min(Wp, W + pl), q0)  # one past the last
-    for nc in prange(N * C):
-        for r in range(Hp):
-            ih = r - pt
-            o = (nc * Hp + r) * Wp
-            if ih < 0 or ih >= H:
-                for q in range(Wp):
-                    of[U(o + q)] = zero
-                continue
-            for q in range(q0):
-                of[U(o + q)] = zero
-            i = (nc * H + ih) * W - pl
-            for q in range(q0, q1):
-                of[U(o + q)] = xf[U(i + q)]
-            for q in range(q1, Wp):
-                of[U(o + q)] = zero
-
-
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
 def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                       of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs):
+                       of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, PO):
     """Blocked direct convolution of an already padded input (see the module docstring), over flat arrays.
 
     Layouts: the input ``xf`` is (N, C, Hp, Wp), or with ``in_c16`` channel-blocked (N, ceil(C/16), Hp, Wp,
@@ -121,6 +91,8 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
     ``res``: empty, or the residual operand (flat, the output's size, plain layout) added before the
     activation. ``out`` may be the residual's buffer: each output element is then stored exactly once
     (tiles that overlap their predecessor skip the pixels already stored), reading its residual first.
+    ``PO``: pixels between a plain output's (and the residual's) channel planes; OH * OW, or more when
+    this call computes a band of OH rows of a taller output (``_conv_padded_in_bands``).
     """
     G, NB, R, _ = wp.shape
     CG = C // G
@@ -159,7 +131,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
         p_begin = ch * CHUNK
         p_end = P if ch == nch - 1 else p_begin + CHUNK
         xbase = n * sample + g * CG * HWp
-        obase = (n * COUT + g * COG + b * OCB) * P
+        obase = (n * COUT + g * COG + b * OCB) * PO
         wbase = (g * NB + b) * R * OCB
         bbase = g * COG + b * OCB
         nvalid = min(OCB, COG - b * OCB)
@@ -229,19 +201,19 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                 count = min(TP, p_end - ps)
                 for j in range(nvalid):
                     bv = bias[bbase + j]
-                    oj = obase + j * P + ps
+                    oj = obase + j * PO + ps
                     for t in range(first, count):
                         of[U(oj + t)] = acc[t * 32 + j] + bv + res[U(oj + t)]
             elif pq[6] == ps + 6:  # the usual case: 7 consecutive pixels
                 for j in range(nvalid):
                     bv = bias[bbase + j]
-                    oj = obase + j * P + ps
+                    oj = obase + j * PO + ps
                     for t in range(TP):
                         of[U(oj + t)] = acc[t * 32 + j] + bv
             else:
                 for j in range(nvalid):
                     bv = bias[bbase + j]
-                    oj = obase + j * P
+                    oj = obase + j * PO
                     for t in range(TP):
                         of[U(oj + pq[t])] = acc[t * 32 + j] + bv
             p0 = ps + TP
@@ -255,7 +227,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                                   act_a, act_b)
             else:
                 for j in range(nvalid):
-                    act_range(of, obase + j * P + p_begin, p_end - p_begin, act, act_a, act_b)
+                    act_range(of, obase + j * PO + p_begin, p_end - p_begin, act, act_a, act_b)
 
 
 PW_MR = 8  # output channels per register tile of the pointwise kernel
@@ -422,25 +394,69 @@ def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
                         of[U(o + v)] = stg[k * PW_PV + v]
 
 
+PAD_BAND_BYTES = 1 << 19  # the zero-bordered copy of a padded convolution's input is made this much at a time
+
+
 @numba.njit(cache=True, error_model="numpy")
-def _conv_padded_by_sample(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
-                           res, of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs):
-    """``_conv_blocked_core`` of a plain input that needs padding, one sample at a time through one zero-bordered
-    buffer of a single sample. Padding the whole batch at once made a buffer N times larger, fresh from the
-    system at every call above glibc's mmap threshold (page faults) and far out of cache when the
-    convolution read it back: VGG-16's first 3x3 layers at batch 16 ran at 290 GFLOP/s that way, 380 this way.
+def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
+                          res, of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs):
+    """``_conv_blocked_core`` of a plain input that needs padding, one band of output rows at a time: the input
+    rows a band reads are copied, zero-bordered, into one buffer of about ``PAD_BAND_BYTES`` (all channels),
+    and the band is computed from it. A zero-bordered copy of the whole input (of the whole batch, as this
+    was first written) was as large as the input, so it set the peak memory of ResNet-50 (1.7 MB beside a
+    5 MB arena at batch 1); at batch 16 it came fresh from the system at every call (page faults) and left
+    the cache before it was read (VGG-16's first 3x3 layers ran at 290 GFLOP/s that way). A band stays in L2.
     ``xf``, ``res`` (empty or the residual) and ``of`` are flat; layouts as in ``_conv_blocked_core``."""
-    Hp = H + pt + pb
     Wp = W + pl + pr
-    xp = np.empty((1, C, Hp, Wp), np.float32)
+    span = (KH - 1) * dh + 1  # input rows one output row reads
+    rows = max(1, min(OH, (PAD_BAND_BYTES // (4 * C * Wp) - span) // sh + 1))  # output rows per band
+    rows = -(-OH // -(-OH // rows))  # equal bands
+    band_h = (rows - 1) * sh + span
+    band = np.empty(C * band_h * Wp, np.float32)
     x_sample = C * H * W
     o_sample = ((COUT + 15) // 16) * 16 * OHs * OWs if out_c16 else COUT * OH * OW
-    r_sample = COUT * OH * OW if res.size > 0 else 0
+    has_res = res.size > 0
     for n in range(N):
-        pad_zero_kernel(xf[n * x_sample:(n + 1) * x_sample].reshape(1, C, H, W), pt, pl, xp)
-        _conv_blocked_core(xp.reshape(-1), 1, C, Hp, Wp, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                           res[n * r_sample:(n + 1) * r_sample], of[n * o_sample:(n + 1) * o_sample], COUT, OH, OW,
-                           out_c16, ht, hl, OHs, OWs)
+        x_n = xf[n * x_sample:(n + 1) * x_sample]
+        for r0 in range(0, OH, rows):
+            r1 = min(OH, r0 + rows)
+            bh = (r1 - r0 - 1) * sh + span
+            b_flat = band[:C * bh * Wp]
+            pad_rows_kernel(x_n, C, H, W, r0 * sh - pt, pl, b_flat, bh, Wp)
+            if out_c16:  # the band's rows, found through the row offset of the halo
+                o_band = of[n * o_sample:(n + 1) * o_sample]
+                r_band = res[:0]
+                row_off = ht + r0
+            else:  # plain: the band starts r0 rows into every channel plane, planes OH * OW apart
+                o_band = of[n * o_sample + r0 * OW:(n + 1) * o_sample]
+                r_band = res[n * o_sample + r0 * OW:(n + 1) * o_sample] if has_res else res[:0]
+                row_off = 0
+            _conv_blocked_core(b_flat, 1, C, bh, Wp, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
+                               r_band, o_band, COUT, r1 - r0, OW, out_c16, row_off, hl, OHs, OWs, OH * OW)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def pad_rows_kernel(xf, C, H, W, top, pl, out, rows, Wp):
+    """Copy input rows top .. top + rows - 1 of every channel of one sample ``xf`` (C, H, W, flat) into ``out``
+    (C, rows, Wp, flat) at column offset ``pl``; rows outside 0 .. H - 1 and the columns around are zero."""
+    zero = np.float32(0.0)
+    q1 = min(Wp, W + pl)
+    for cr in prange(C * rows):
+        c = cr // rows
+        r = cr - c * rows
+        ih = top + r
+        o = cr * Wp
+        if ih < 0 or ih >= H:
+            for q in range(Wp):
+                out[U(o + q)] = zero
+            continue
+        for q in range(pl):
+            out[U(o + q)] = zero
+        i = (c * H + ih) * W - pl
+        for q in range(pl, q1):
+            out[U(o + q)] = xf[U(i + q)]
+        for q in range(q1, Wp):
+            out[U(o + q)] = zero
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -455,9 +471,9 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
     _, COUT, OH, OW = out.shape
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x.reshape(-1), N, C, H, W, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW)
+                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, OH * OW)
     else:
-        _conv_padded_by_sample(x.reshape(-1), N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act,
+        _conv_padded_in_bands(x.reshape(-1), N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act,
                                act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW)
 
 
@@ -475,9 +491,9 @@ def conv2d_c16_kernel(x, in_c16, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
     OWs = OW + hl + hr
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x, N, C, H, W, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                           out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs)
+                           out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, OH * OW)
     else:
-        _conv_padded_by_sample(x, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
+        _conv_padded_in_bands(x, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
                                res, out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs)
     if out_c16 and (ht > 0 or hl > 0 or hb > 0 or hr > 0):
         zero_halo_c16_kernel(out, N * ((COUT + 15) // 16), OHs, OWs, ht, hl, hb, hr)

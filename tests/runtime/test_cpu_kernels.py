@@ -210,6 +210,53 @@ def test_conv2d_residual_epilogue(n, c, h, w, cout, k, stride, in_place):
     assert_close(out, ref)
 
 
+@pytest.mark.parametrize(
+    "n,c,h,w,cout,k,stride,dil",
+    [
+        (2, 64, 37, 200, 40, 3, 1, 1),  # bands of 8 output rows, a shorter last one; two samples
+        (1, 64, 41, 180, 36, 3, 2, 1),  # stride 2: a band reads overlapping input rows
+        (1, 48, 30, 260, 33, 5, 1, 2),  # 5x5 dilated: 9 input rows per output row
+    ],
+)
+@pytest.mark.parametrize("in_place", [False, True], ids=["separate", "in_place"])
+def test_padded_conv_in_bands(n, c, h, w, cout, k, stride, dil, in_place):
+    """A padded input too large for one band (``PAD_BAND_BYTES``) is padded and convolved band of output rows
+    by band: every row, residual and activation lands in its place (ONNX Runtime's Conv as the oracle)."""
+    p = dil * (k // 2)
+    assert 4 * c * (h + 2 * p) * (w + 2 * p) > 2 * cpu_conv.PAD_BAND_BYTES  # several bands per sample
+    x = rand(n, c, h, w)
+    wt = rand(cout, c, k, k, scale=0.2)
+    bias = rand(cout)
+    plan = cpu.pack_conv2d(wt, bias, stride=(stride, stride), pads=(p,) * 4, dilation=(dil, dil),
+                           act=cpu.ACTIVATIONS["relu"])
+    skip = rand(*plan.out_shape(x.shape))
+    conv = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], strides=[stride] * 2, pads=[p] * 4,
+                   dilations=[dil] * 2)
+    ref = np.maximum(conv + skip, 0)
+    out = skip if in_place else np.full(skip.shape, np.nan, np.float32)
+    plan.run(x, out, skip)
+    assert_close(out, ref)
+
+
+def test_padded_conv_in_bands_into_a_blocked_output_with_a_halo():
+    """The stem of MobileNet's layout: a padded 3x3 stride-2 convolution of a plain input, computed in bands,
+    stored channel-blocked inside a zero halo (the band's rows found through the halo's row offset)."""
+    n, c, h, w, cout, halo = 2, 64, 30, 190, 40, 1
+    assert 4 * c * (h + 2) * (w + 2) > 2 * cpu_conv.PAD_BAND_BYTES
+    x = rand(n, c, h, w)
+    wt = rand(cout, c, 3, 3, scale=0.2)
+    bias = rand(cout)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    oh, ow = ref.shape[2:]
+    plan = cpu.pack_conv2d(wt, bias, stride=(2, 2), pads=(1,) * 4, act=cpu.ACTIVATIONS["relu6"])
+    stored = np.full((n, cpu_c16.blocks(cout), oh + 2 * halo, ow + 2 * halo, 16), np.nan, np.float32)
+    plan.run_c16(x.reshape(-1), x.shape, False, stored.reshape(-1), True, halo=(halo,) * 4)
+    assert (stored[:, :, :halo] == 0).all() and (stored[:, :, -halo:] == 0).all()
+    assert (stored[:, :, :, :halo] == 0).all() and (stored[:, :, :, -halo:] == 0).all()
+    inner = np.ascontiguousarray(stored[:, :, halo:-halo, halo:-halo])
+    assert_close(cpu_c16.from_c16(inner, cout), np.clip(ref, 0, 6))
+
+
 @pytest.mark.parametrize("act", ["relu6", "silu", "leaky_relu"])
 @pytest.mark.parametrize("in_place", [False, True], ids=["separate", "in_place"])
 def test_pointwise_residual_with_each_kind_of_activation(act, in_place):
