@@ -55,12 +55,29 @@ def _bits_to_f32(typingctx, i):
     return types.float32(i), codegen
 
 
+@intrinsic
+def _f32_bits(typingctx, x):
+    """The bits of a float32 as an int32 (the inverse of ``_bits_to_f32``)."""
+    if not isinstance(x, types.Float) or x.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(x), codegen
+
+
 # exp(x) = 2**n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two for accuracy), and
 # exp(r) on [-ln2/2, ln2/2] by the degree-7 polynomial of the classic Cephes ``expf`` (relative
 # error about 1e-7).  Branch-free, so loops over it vectorise without a vector math library.
+# n is rounded by adding 1.5 * 2**23: the sum's low mantissa bits then hold n, so 2**n is built from
+# them with integer operations and no float-integer conversion (Numba widens int32 arithmetic to
+# int64, and the int64 -> float32 conversion it then needed took half the vector instructions:
+# 0.28 -> 0.17 ns per element, same results).
 _LOG2E = np.float32(1.44269504088896341)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
+_ROUND = np.float32(12582912.0)  # 1.5 * 2**23
 _EXP_P = (
     np.float32(1.9875691500e-4),
     np.float32(1.3981999507e-3),
@@ -78,10 +95,8 @@ def exp_f32(x):
     """exp of a float32, clamped to [exp(-87.3), exp(88.3)] (no inf, no denormals)."""
     x = _EXP_MIN if x < _EXP_MIN else x
     x = _EXP_MAX if x > _EXP_MAX else x
-    # n = floor(x log2 e + 0.5): the argument is > -127, so truncating (t + 128) floors it; int32 lanes
-    # (int64 took two conversions per 16 floats)
-    ni = np.int32(x * _LOG2E + np.float32(128.5)) - np.int32(128)
-    n = np.float32(ni)
+    t = x * _LOG2E + _ROUND  # round(x log2 e) + 1.5 * 2**23, exactly (|n| <= 128)
+    n = t - _ROUND
     r = x - n * _LN2_HI - n * _LN2_LO
     p = _EXP_P[0]
     p = p * r + _EXP_P[1]
@@ -90,7 +105,8 @@ def exp_f32(x):
     p = p * r + _EXP_P[4]
     p = p * r + _EXP_P[5]
     p = p * (r * r) + r + np.float32(1.0)
-    return p * _bits_to_f32((ni + np.int32(127)) << np.int32(23))
+    # the bits of t are those of 1.5 * 2**23 plus n; shifted into the exponent field, the former drop out
+    return p * _bits_to_f32((_f32_bits(t) + np.int32(127)) << np.int32(23))
 
 
 _TANH_P = (

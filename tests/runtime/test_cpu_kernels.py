@@ -507,6 +507,31 @@ def test_lrn_even_size():
 # activations
 # ---------------------------------------------------------------------------
 
+def test_exp_f32_relative_error_over_its_whole_range():
+    """The activations' exp (range reduction by a rounding constant, 2**n built from the bits) against numpy's
+    float64 exp: a dense sweep of the clamped range, both ends, the points where n changes, NaN."""
+    import numba
+
+    from cnnc.runtime.cpu._act import exp_f32
+
+    @numba.njit
+    def run(x, out):
+        for i in range(x.size):
+            out[i] = exp_f32(x[i])
+
+    ln2 = np.log(2.0)
+    x = np.concatenate([np.linspace(-87.3, 88.3, 200_001), (np.arange(-124, 127) + 0.5) * ln2,
+                        [-87.3, 88.3, 0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    out = np.empty_like(x)
+    run(x, out)
+    ref = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(out - ref) / ref) < 1e-6
+    clamped = np.empty(3, np.float32)
+    run(np.array([-1000.0, 1000.0, np.nan], np.float32), clamped)  # clamped to exp(-87.3) and exp(88.3)
+    assert abs(clamped[0] / np.exp(np.float64(np.float32(-87.3))) - 1) < 1e-6
+    assert abs(clamped[1] / np.exp(np.float64(np.float32(88.3))) - 1) < 1e-6 and np.isnan(clamped[2])
+
+
 ACT_SHAPE = (2, 3, 5, 7)
 
 
