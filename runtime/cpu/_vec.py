@@ -16,7 +16,7 @@ from numba.core import types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-__all__ = ["add16_store", "clamp16_store", "clamp16_res_store"]
+__all__ = ["add16_store", "add16_clamp_store", "clamp16_store", "clamp16_res_store"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -61,6 +61,24 @@ def _clamp16(context, builder, signature, v, args, lo_hi_at):
     lo, hi = (_splat(builder, context.cast(builder, args[k], signature.args[k], types.float32)) for k in lo_hi_at)
     v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
     return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+
+
+@intrinsic
+def add16_clamp_store(typingctx, dst, di, a, ai, b, bi, lo, hi):
+    """dst[di:di+16] = min(max(a[ai:ai+16] + b[bi:bi+16], lo), hi) (ordered comparisons: NaN passes)."""
+    if not _typed((dst, a, b), (di, ai, bi), (lo, hi)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        dix, xi, yi = (context.cast(builder, args[k], sig[k], types.intp) for k in (1, 3, 5))
+        vx = builder.load(_vec_ptr(context, builder, sig[2], args[2], xi), align=4)
+        vy = builder.load(_vec_ptr(context, builder, sig[4], args[4], yi), align=4)
+        v = _clamp16(context, builder, signature, builder.fadd(vx, vy), args, (6, 7))
+        builder.store(v, _vec_ptr(context, builder, sig[0], args[0], dix), align=4)
+        return context.get_dummy_value()
+
+    return types.none(dst, di, a, ai, b, bi, lo, hi), codegen
 
 
 @intrinsic

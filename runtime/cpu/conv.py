@@ -42,7 +42,7 @@ from numba import prange
 from ._act import act_range, register_clamp
 from .c16 import zero_halo_c16_kernel
 from ._stack import stack_f32, stack_i64
-from ._vec import add16_store, clamp16_res_store, clamp16_store
+from ._vec import add16_clamp_store, clamp16_res_store, clamp16_store
 
 OCB = 32  # output channels per register tile (two AVX-512 vectors)
 TP = 7  # output pixels per register tile
@@ -89,7 +89,8 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
     A c16 output may be stored inside a zero halo (see ``zero_halo_c16_kernel``): its planes are then (OHs, OWs)
     with pixel (oh, ow) at (oh + ht, ow + hl); without one, ht = hl = 0 and (OHs, OWs) = (OH, OW).
     ``res``: empty, or the residual operand (flat, the output's size, plain layout) added before the
-    activation. ``out`` may be the residual's buffer: each output element is then stored exactly once
+    activation. relu and relu6 are applied as the tile is stored (``register_clamp``); the other
+    activations in a pass over each work item's pixels after its tiles are stored. ``out`` may be the residual's buffer: each output element is then stored exactly once
     (tiles that overlap their predecessor skip the pixels already stored), reading its residual first.
     ``PO``: pixels between a plain output's (and the residual's) channel planes; OH * OW, or more when
     this call computes a band of OH rows of a taller output (``_conv_padded_in_bands``).
@@ -120,6 +121,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
         sample = C * HWp
     wf = wp.reshape(-1)
     has_res = res.size > 0
+    lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
     nch = max(1, P // CHUNK)
     for item in prange(N * G * NB * nch):
         ch = item % nch
@@ -195,7 +197,7 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                     if ob < OB:
                         for t in range(TP):
                             o = ((n * OB + ob) * PS + ps16[t]) * 16
-                            add16_store(of, o, acc, t * 32 + half * 16, bias, b * OCB + half * 16)
+                            add16_clamp_store(of, o, acc, t * 32 + half * 16, bias, b * OCB + half * 16, lo, hi)
             elif has_res:  # store only pixels not stored before, each with its residual
                 first = p0 - ps
                 count = min(TP, p_end - ps)
@@ -203,21 +205,27 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                     bv = bias[bbase + j]
                     oj = obase + j * PO + ps
                     for t in range(first, count):
-                        of[U(oj + t)] = acc[t * 32 + j] + bv + res[U(oj + t)]
+                        v = acc[t * 32 + j] + bv + res[U(oj + t)]
+                        v = lo if v < lo else v
+                        of[U(oj + t)] = hi if v > hi else v
             elif pq[6] == ps + 6:  # the usual case: 7 consecutive pixels
                 for j in range(nvalid):
                     bv = bias[bbase + j]
                     oj = obase + j * PO + ps
                     for t in range(TP):
-                        of[U(oj + t)] = acc[t * 32 + j] + bv
+                        v = acc[t * 32 + j] + bv
+                        v = lo if v < lo else v
+                        of[U(oj + t)] = hi if v > hi else v
             else:
                 for j in range(nvalid):
                     bv = bias[bbase + j]
                     oj = obase + j * PO
                     for t in range(TP):
-                        of[U(oj + pq[t])] = acc[t * 32 + j] + bv
+                        v = acc[t * 32 + j] + bv
+                        v = lo if v < lo else v
+                        of[U(oj + pq[t])] = hi if v > hi else v
             p0 = ps + TP
-        if act != 0:
+        if not in_regs:
             if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
                 for ob in range(2 * b, min(2 * b + 2, OB)):
                     for r in range(p_begin // OW, (p_end - 1) // OW + 1):
