@@ -50,6 +50,7 @@ CHUNK = 56  # output pixels per parallel work item (a multiple of TP)
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 
 _FM = {"contract"}  # allow FMA contraction only; no reassociation
+PIXEL_MAJOR_WEIGHT_BYTES = 1 << 19  # blocked conv: up to this much packed weight per group, pixel-major items
 
 
 def blocked_weight_shape(weight_shape, groups):
@@ -123,11 +124,21 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
     has_res = res.size > 0
     lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
     nch = max(1, P // CHUNK)
+    # Work items in pixel-major order (every channel block of a pixel chunk one after another, so the chunk's
+    # input is read once from memory) when a group's packed weights fit in L2 beside it; otherwise
+    # block-major (a block's weights stay in cache over all its chunks).
+    pixel_major = NB * R * OCB * 4 <= PIXEL_MAJOR_WEIGHT_BYTES
     for item in prange(N * G * NB * nch):
-        ch = item % nch
-        rest = item // nch
-        b = rest % NB
-        rest = rest // NB
+        if pixel_major:
+            b = item % NB
+            rest = item // NB
+            ch = rest % nch
+            rest = rest // nch
+        else:
+            ch = item % nch
+            rest = item // nch
+            b = rest % NB
+            rest = rest // NB
         g = rest % G
         n = rest // G
         p_begin = ch * CHUNK
