@@ -231,6 +231,9 @@ def avg_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, pb, pr, count_include_pad, out)
     _, _, OH, OW = out.shape
     xf = x.reshape(-1)
     of = out.reshape(-1)
+    if KH == 2 and KW == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0 and 2 * OH <= H and 2 * OW <= W:
+        _avg_pool_2x2_stride2(xf, N * C, H, W, OH, OW, of)  # DenseNet's transitions: every window whole
+        return
     # per-column divisor factor (the row factor is applied per row)
     wdiv = np.empty(OW, np.float32)
     for ow in range(OW):
@@ -264,6 +267,22 @@ def avg_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, pb, pr, count_include_pad, out)
             hd = np.float32(hdiv)
             for ow in range(OW):
                 of[U(o + ow)] = of[U(o + ow)] / (hd * wdiv[ow])
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _avg_pool_2x2_stride2(xf, NC, H, W, OH, OW, of):
+    """2x2 windows at stride 2, none past the plane: each output is the mean of two pairs of neighbours, added
+    in the general kernel's order (row by row) and scaled by 1/4 (exact), in one pass whose even/odd column
+    loads vectorise (the general kernel's strided passes ran at a fifth of this speed)."""
+    quarter = np.float32(0.25)
+    for nc in prange(NC):
+        for oh in range(OH):
+            r0 = nc * H * W + 2 * oh * W
+            r1 = r0 + W
+            o = (nc * OH + oh) * OW
+            for ow in range(OW):
+                c = 2 * ow
+                of[U(o + ow)] = (xf[U(r0 + c)] + xf[U(r0 + c + 1)] + xf[U(r1 + c)] + xf[U(r1 + c + 1)]) * quarter
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "contract"})

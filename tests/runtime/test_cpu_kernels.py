@@ -383,6 +383,9 @@ def test_max_pool2d_ceil_mode_drops_window_starting_in_padding():
 # (shape, kernel, stride, pads, ceil_mode, count_include_pad)
 AVGPOOL_CASES = [
     pytest.param((1, 3, 8, 8), (2, 2), (2, 2), (0, 0, 0, 0), False, True, id="2x2s2"),
+    pytest.param((2, 3, 9, 11), (2, 2), (2, 2), (0, 0, 0, 0), False, True, id="2x2s2-odd-floor"),  # last row, col unread
+    pytest.param((1, 3, 9, 11), (2, 2), (2, 2), (0, 0, 0, 0), True, True, id="2x2s2-odd-ceil"),  # partial windows
+    pytest.param((1, 3, 7, 7), (2, 2), (2, 2), (0, 0, 1, 1), False, False, id="2x2s2-end-pad"),
     pytest.param((2, 2, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), False, True, id="pad-include"),
     pytest.param((2, 2, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), False, False, id="pad-exclude"),
     pytest.param((1, 2, 10, 9), (3, 3), (1, 2), (0, 1, 2, 0), False, False, id="asym-exclude"),
