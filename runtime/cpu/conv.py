@@ -12,7 +12,8 @@ Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan tim
   Pixels are taken in row-major order over the whole output plane (tiles may straddle rows), so
   the tile never has to divide the output width; the last tile of a work item overlaps the one
   before it instead of falling back to a slower remainder path.  Work items are (batch, group,
-  channel block, chunk of ``CHUNK`` pixels) and run in parallel.
+  channel block, chunk of ``CHUNK`` pixels, or fewer where that would leave threads idle) and run in
+  parallel.
 * ``conv2d_depthwise_kernel`` -- groups == cin (any channel multiplier) and grouped convolutions
   with very few output channels per group.  Parallel over (batch, group): the group's input
   planes are copied zero-padded (and, for stride 2, split into even/odd column phases) into a
@@ -47,6 +48,7 @@ from ._vec import add16_clamp_store, clamp16_res_store, clamp16_store
 OCB = 32  # output channels per register tile (two AVX-512 vectors)
 TP = 7  # output pixels per register tile
 CHUNK = 56  # output pixels per parallel work item (a multiple of TP)
+MIN_ITEMS = 4  # fewer work items than this: smaller chunks, so that threads are not left idle
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 
 _FM = {"contract"}  # allow FMA contraction only; no reassociation
@@ -124,6 +126,11 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
     has_res = res.size > 0
     lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
     nch = max(1, P // CHUNK)
+    chunk = CHUNK
+    if N * G * NB * nch < MIN_ITEMS and P > TP:  # few channel blocks over a small plane (DenseNet's 32-channel
+        # 3x3 layers at 7x7 made one item: one busy thread): chunks of whole tiles, as even as they come
+        chunk = -(-P // (-(-MIN_ITEMS // (N * G * NB)) * TP)) * TP
+        nch = -(-P // chunk)
     # Work items in pixel-major order (every channel block of a pixel chunk one after another, so the chunk's
     # input is read once from memory) when a group's packed weights fit in L2 beside it; otherwise
     # block-major (a block's weights stay in cache over all its chunks).
@@ -141,8 +148,8 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
             rest = rest // NB
         g = rest % G
         n = rest // G
-        p_begin = ch * CHUNK
-        p_end = P if ch == nch - 1 else p_begin + CHUNK
+        p_begin = ch * chunk
+        p_end = P if ch == nch - 1 else p_begin + chunk
         xbase = n * sample + g * CG * HWp
         obase = (n * COUT + g * COG + b * OCB) * PO
         wbase = (g * NB + b) * R * OCB
