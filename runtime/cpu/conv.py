@@ -42,6 +42,7 @@ from numba import prange
 
 from ._act import act_range, register_clamp
 from .c16 import zero_halo_c16_kernel
+from .pool import bordered_row
 from ._stack import stack_f32, stack_i64
 from ._vec import add16_clamp_store, clamp16_res_store, clamp16_store
 
@@ -466,23 +467,10 @@ def pad_rows_kernel(xf, C, H, W, top, pl, out, rows, Wp):
     """Copy input rows top .. top + rows - 1 of every channel of one sample ``xf`` (C, H, W, flat) into ``out``
     (C, rows, Wp, flat) at column offset ``pl``; rows outside 0 .. H - 1 and the columns around are zero."""
     zero = np.float32(0.0)
-    q1 = min(Wp, W + pl)
     for cr in prange(C * rows):
         c = cr // rows
-        r = cr - c * rows
-        ih = top + r
-        o = cr * Wp
-        if ih < 0 or ih >= H:
-            for q in range(Wp):
-                out[U(o + q)] = zero
-            continue
-        for q in range(pl):
-            out[U(o + q)] = zero
-        i = (c * H + ih) * W - pl
-        for q in range(pl, q1):
-            out[U(o + q)] = xf[U(i + q)]
-        for q in range(q1, Wp):
-            out[U(o + q)] = zero
+        ih = top + cr - c * rows
+        bordered_row(out, cr * Wp, Wp, xf, (c * H + ih) * W, ih >= 0 and ih < H, pl, W, zero)
 
 
 @numba.njit(cache=True, error_model="numpy")

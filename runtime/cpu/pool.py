@@ -30,6 +30,22 @@ def _col_range(kw_off, pl, sw, W, OW):
     return lo, max(lo, hi)
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def bordered_row(out, o, Wp, xf, i, inside, pl, W, fill):
+    """out[o:o + Wp] = the W values xf[i:i + W] placed from column pl (cut off at Wp), ``fill`` around them;
+    all ``fill`` when not ``inside`` (a row above or below the plane: ``i`` is then not read)."""
+    if not inside:
+        for q in range(Wp):
+            out[U(o + q)] = fill
+        return
+    for q in range(min(pl, Wp)):
+        out[U(o + q)] = fill
+    for q in range(min(W, Wp - pl)):
+        out[U(o + pl + q)] = xf[U(i + q)]
+    for q in range(min(pl + W, Wp), Wp):
+        out[U(o + q)] = fill
+
+
 MAX_CHUNKS = 16  # parallel chunks of planes for max pooling, each with its own buffers
 
 
@@ -129,19 +145,8 @@ def _max_pool_whole_plane(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
         for nc in range(chunk * (N * C) // nchunk, (chunk + 1) * (N * C) // nchunk):
             xb = nc * H * W
             for r in range(HQ):  # the plane at (pt, pl), -inf around it
-                o = r * Wp
                 ih = r - pt
-                if ih < 0 or ih >= H:
-                    for q in range(Wp):
-                        buf[U(o + q)] = ninf
-                    continue
-                for q in range(pl):
-                    buf[U(o + q)] = ninf
-                i = xb + ih * W
-                for q in range(min(W, Wp - pl)):
-                    buf[U(o + pl + q)] = xf[U(i + q)]
-                for q in range(pl + W, Wp):
-                    buf[U(o + q)] = ninf
+                bordered_row(buf, r * Wp, Wp, xf, xb + ih * W, ih >= 0 and ih < H, pl, W, ninf)
             for i in range(span):
                 hm[U(i)] = buf[U(i)]
             for kw in range(1, KW):
