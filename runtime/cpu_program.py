@@ -309,13 +309,11 @@ class CpuProgram:
             return run_depthwise
         conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
         conv.prepare((1, *x_shape), layouts=(in_c16, out_c16))
-
         residual = bool(a.get("residual"))
-        halo = self.halos.get(step["output"], (0, 0, 0, 0))
+        run = conv.c16_runner(x_shape, in_c16, out_c16, residual, self.halos.get(step["output"], (0, 0, 0, 0)))
 
         def run_conv(xs, out, s):
-            conv.run_c16(xs[0].reshape(-1), (len(xs[0]), *x_shape), in_c16, out.reshape(-1), out_c16,
-                         xs[1].reshape(-1) if residual else None, halo)
+            run(xs[0].reshape(-1), out.reshape(-1), xs[1].reshape(-1) if residual else None)
         return run_conv
 
     # ---- per batch size: the arena and every tensor's view into it
@@ -340,7 +338,20 @@ class CpuProgram:
         for out_name, (gemm, in_shape) in self._scratch_shapes.items():
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
         runners = self.runners if n == 1 else self.copying_runners
-        self._per_batch[n] = (arena, views, scratch, mode, runners)
+        # Each step's operand views, made once per batch size; steps reading a network input (a new array
+        # every run) get theirs at run time (None here).
+        inputs = set(self.input_names)
+        calls = []
+        for i, (step, runner) in enumerate(zip(self.plan["steps"], runners)):
+            if runner is None:
+                continue
+            tensors = (*step["inputs"], step["output"])
+            if any(t not in mode.slices and mode.root.get(t, t) in inputs for t in tensors):
+                calls.append((i, runner, None, None, scratch.get(step["output"])))
+                continue
+            xs = [self.view(views, {}, t, n, mode) for t in step["inputs"]]
+            calls.append((i, runner, xs, self.view(views, {}, step["output"], n, mode), scratch.get(step["output"])))
+        self._per_batch[n] = (arena, views, scratch, mode, runners, calls)
         return self._per_batch[n]
 
     def load_kernels(self) -> None:
@@ -370,20 +381,21 @@ class CpuProgram:
     def run(self, inputs: dict[str, np.ndarray], profile: list | None = None) -> dict[str, np.ndarray]:
         """Run one batch. With `profile` (a list), append (step index, seconds) for every kernel call."""
         n = len(next(iter(inputs.values())))
-        _, views, scratch, mode, runners = self._buffers(n)
+        _, views, scratch, mode, runners, calls = self._buffers(n)
         feeds = {k: _f32(v) for k, v in inputs.items()}
+        steps = self.plan["steps"]
         clock = time.perf_counter
         with DenormalsFlushed():  # results below 1.2e-38 are zero: no slow denormal arithmetic
-            for i, (step, runner) in enumerate(zip(self.plan["steps"], runners)):
-                if runner is None:
-                    continue
-                xs = [self.view(views, feeds, t, n, mode) for t in step["inputs"]]
-                out = self.view(views, feeds, step["output"], n, mode)
+            for i, runner, xs, out, work in calls:
+                if xs is None:  # reads a network input
+                    step = steps[i]
+                    xs = [self.view(views, feeds, t, n, mode) for t in step["inputs"]]
+                    out = self.view(views, feeds, step["output"], n, mode)
                 if profile is None:
-                    runner(xs, out, scratch.get(step["output"]))
+                    runner(xs, out, work)
                 else:
                     t0 = clock()
-                    runner(xs, out, scratch.get(step["output"]))
+                    runner(xs, out, work)
                     profile.append((i, clock() - t0))
         return {name: self.view(views, feeds, t, n, mode).copy() for name, t in self.outputs}
 

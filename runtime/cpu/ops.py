@@ -197,22 +197,30 @@ class ConvPlan:
         channel-blocked (``cpu/c16.py``); ``x_shape`` the input's (N, C, H, W). A blocked input has no padding;
         a ``residual`` (flat, plain) needs a plain output, which may be its buffer; a blocked output may be
         stored inside a zero ``halo`` (top, left, bottom, right pixels) for a depthwise consumer."""
-        if self.groups != 1 or (in_c16 and any(self.pads)) or (residual is not None and out_c16):
+        self.c16_runner(x_shape[1:], in_c16, out_c16, residual is not None, halo)(x, out, residual)
+        return out
+
+    def c16_runner(self, x_shape, in_c16: bool, out_c16: bool, residual: bool, halo=(0, 0, 0, 0)):
+        """``run_c16`` for inputs of per-sample shape ``x_shape`` (C, H, W), with every argument but the arrays
+        fixed now: a callable ``(x, out, residual or None)`` (flat arrays) that calls the kernel directly (a
+        network's small layers took a few microseconds each to work their arguments out again per call)."""
+        if self.groups != 1 or (in_c16 and any(self.pads)) or (residual and out_c16):
             raise ValueError("channel-blocked convolution needs groups == 1, no padding of a blocked input and "
                              "a plain output for a residual")
-        sh, sw = self.stride
-        dh, dw = self.dilation
-        pt, pl, pb, pr = self.pads
-        _, c, h, w = x_shape
-        _, _, oh, ow = self.out_shape(x_shape)
+        c, h, w = x_shape
+        _, _, oh, ow = self.out_shape((1, *x_shape))
         wp = self.packed_weight("c16_input" if in_c16 else "blocked")
         if self._bias_c16 is None:  # every lane of a blocked output is written: biases for the padding too
             self._bias_c16 = np.zeros(-(-self.cout // _conv.OCB) * _conv.OCB, np.float32)
             self._bias_c16[: self.cout] = self.bias
-        _conv.conv2d_c16_kernel(x, bool(in_c16), c, h, w, wp, self._bias_c16, self.kh, self.kw, sh, sw, pt, pl, pb,
-                                pr, dh, dw, *self.act, _NO_RESIDUAL if residual is None else residual, out,
-                                self.cout, oh, ow, bool(out_c16), *halo)
-        return out
+        head = (bool(in_c16), c, h, w, wp, self._bias_c16, self.kh, self.kw, *self.stride, *self.pads,
+                *self.dilation, *self.act)
+        tail = (self.cout, oh, ow, bool(out_c16), *(int(v) for v in halo))
+        kernel = _conv.conv2d_c16_kernel
+
+        def run(x, out, res=None):
+            kernel(x, *head, _NO_RESIDUAL if res is None else res, out, *tail)
+        return run
 
     def packed_weight(self, strategy: str) -> np.ndarray:
         """The weight in the layout of ``strategy``'s kernel (packed once, then cached)."""
