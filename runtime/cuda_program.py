@@ -68,6 +68,13 @@ def require_device():
     return cuda
 
 
+def _conv_over_input(plan: dict, memory: dict) -> bool:
+    """Whether the memory plan puts a convolution's output over its own (first) input."""
+    in_place = memory.get("in_place", {})
+    return any(s["op"] == "conv" and s["inputs"] and in_place.get(s["output"]) == storage_owner(memory, s["inputs"][0])
+               for s in plan["steps"])
+
+
 def _device_free_bytes(cuda) -> int | None:
     try:
         free = cuda.current_context().get_memory_info()[0]
@@ -101,11 +108,12 @@ class CudaProgram:
         self.input_names = [i["name"] for i in plan["inputs"]]
         self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
         memory = plan.get("memory") or plan_memory(plan)
-        if memory.get("slices") or blocked_tensors(plan):
+        if memory.get("slices") or blocked_tensors(plan) or _conv_over_input(plan, memory):
             # A channel slice of a batched buffer is strided across the samples, and these kernels take
             # every tensor as one contiguous range: re-plan the arena with concatenations copying instead.
-            # Likewise channel-blocked storage (the layout pass): these kernels keep every tensor plain.
-            memory = plan_memory(plan, concat_in_place=False, layouts=False)
+            # Likewise channel-blocked storage (the layout pass): these kernels keep every tensor plain; and
+            # a convolution written over its own input (the CPU's banded kernel): these read it while storing.
+            memory = plan_memory(plan, concat_in_place=False, layouts=False, conv_in_place=False)
         # the tensor that owns each tensor's storage: itself, what it is a view of, or the buffer it was
         # planned over (in place)
         self.root: dict[str, str] = {t: storage_owner(memory, t) for t in self.shapes}

@@ -65,11 +65,25 @@ _ELEMENTWISE = frozenset({"relu", "relu6", "clip", "leaky_relu", "sigmoid", "tan
                           "hardsigmoid", "batchnorm", "affine"})
 
 
-def in_place_candidates(step: dict) -> list[str]:
-    """The inputs whose buffer `step` may take over for its output (if they die at this step)."""
+def banded_in_place(step: dict, shapes: dict) -> bool:
+    """Whether a convolution may write over its own input: a dense (groups 1), stride-1, padded convolution
+    whose output has its input's shape, without a residual. The CPU kernel computes such a convolution band
+    by band from a padded copy of the band's input rows and keeps aside the rows the next band still reads
+    (``cpu/conv.py::_conv_padded_in_bands``)."""
+    a = step["attrs"]
+    return (step["op"] == "conv" and not a.get("residual") and a.get("groups", 1) == 1
+            and tuple(a["stride"]) == (1, 1) and any(a["pads"]) and len(step["inputs"]) == 1
+            and tuple(shapes[step["inputs"][0]]) == tuple(shapes[step["output"]]))
+
+
+def in_place_candidates(step: dict, shapes: dict | None = None) -> list[str]:
+    """The inputs whose buffer `step` may take over for its output (if they die at this step); `shapes`
+    (tensor -> per-sample shape) admits convolutions that may write over their input (`banded_in_place`)."""
     op = step["op"]
     if op == "conv" and step["attrs"].get("residual"):
         return step["inputs"][1:2]  # the skip: the kernel adds it while storing
+    if shapes is not None and banded_in_place(step, shapes):
+        return step["inputs"][:1]
     if op in ("add", "mul"):
         return step["inputs"][:2]  # later operands are read after the output is first written
     if op in _ELEMENTWISE:
@@ -148,13 +162,14 @@ def storage_size(shape, blocked: bool, halo=(0, 0, 0, 0)) -> int:
     return math.prod(storage_shape(shape, blocked, halo))
 
 
-def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True) -> dict:
+def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, conv_in_place: bool = True) -> dict:
     """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
     tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
     buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
     size without reuse. Network inputs live outside the arena (the caller's arrays) and are never
     written over. `layouts`: size channel-blocked tensors padded (False: a target that stores every tensor
-    plain)."""
+    plain). `conv_in_place`: let convolutions write over their input where the CPU kernel can
+    (`banded_in_place`; False: a target whose kernels cannot)."""
     blocked = blocked_tensors(plan) if layouts else set()
     halos = tensor_halos(plan) if layouts else {}
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
@@ -179,9 +194,11 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True) 
         out = step["output"]
         if step["op"] in VIEW_OPS or out in shared:
             continue
-        for cand in in_place_candidates(step):
+        banded = conv_in_place and step["op"] == "conv" and banded_in_place(step, shapes) and not (
+            {step["inputs"][0], out} & blocked)
+        for cand in in_place_candidates(step, shapes if banded else None):
             base = view_owner(cand)
-            if step["op"] == "conv" and base == view_owner(step["inputs"][0]):
+            if step["op"] == "conv" and base == view_owner(step["inputs"][0]) and not banded:
                 continue  # a convolution reads its whole input while storing: never over it
             if (base not in inputs and base not in shared and last_read.get(base) == i and sizes[base] == sizes[out]
                     and (base in blocked) == (out in blocked) and halos.get(base) == halos.get(out)):

@@ -433,13 +433,22 @@ def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
     was first written) was as large as the input, so it set the peak memory of ResNet-50 (1.7 MB beside a
     5 MB arena at batch 1); at batch 16 it came fresh from the system at every call (page faults) and left
     the cache before it was read (VGG-16's first 3x3 layers ran at 290 GFLOP/s that way). A band stays in L2.
-    ``xf``, ``res`` (empty or the residual) and ``of`` are flat; layouts as in ``_conv_blocked_core``."""
+    ``xf``, ``res`` (empty or the residual) and ``of`` are flat; layouts as in ``_conv_blocked_core``.
+
+    A stride-1 convolution whose output has the input's shape may write over its input (the memory plan's
+    `in_place`, ``memory.banded_in_place``): a band's output rows replace input rows only after the band was
+    copied, and the ``pt`` input rows above the next band, which the next band still reads, are kept aside
+    (``carry``) before they are overwritten."""
     Wp = W + pl + pr
     span = (KH - 1) * dh + 1  # input rows one output row reads
     rows = max(1, min(OH, (PAD_BAND_BYTES // (4 * C * Wp) - span) // sh + 1))  # output rows per band
+    carrying = sh == 1 and pt > 0 and not out_c16 and COUT == C and OH == H and OW == W
+    if carrying:
+        rows = max(rows, min(OH, pt))  # the carried rows all come from the band before
     rows = -(-OH // -(-OH // rows))  # equal bands
     band_h = (rows - 1) * sh + span
     band = np.empty(C * band_h * Wp, np.float32)
+    carry = np.empty(C * pt * W if carrying else 0, np.float32)
     x_sample = C * H * W
     o_sample = ((COUT + 15) // 16) * 16 * OHs * OWs if out_c16 else COUT * OH * OW
     has_res = res.size > 0
@@ -450,6 +459,16 @@ def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
             bh = (r1 - r0 - 1) * sh + span
             b_flat = band[:C * bh * Wp]
             pad_rows_kernel(x_n, C, H, W, r0 * sh - pt, pl, b_flat, bh, Wp)
+            if carrying:
+                if r0 > 0:  # input rows r0 - pt .. r0 - 1 as they were before the last band's output replaced them
+                    for c in range(C):
+                        for j in range(pt):
+                            bordered_row(b_flat, (c * bh + j) * Wp, Wp, carry, (c * pt + j) * W, True, pl, W,
+                                         np.float32(0.0))
+                if r1 < OH:  # keep the rows above the next band before this band's output lands on them
+                    for c in range(C):
+                        src = (c * H + r1 - pt) * W
+                        carry[c * pt * W:(c + 1) * pt * W] = x_n[src:src + pt * W]
             if out_c16:  # the band's rows, found through the row offset of the halo
                 o_band = of[n * o_sample:(n + 1) * o_sample]
                 r_band = res[:0]

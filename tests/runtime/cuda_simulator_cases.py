@@ -174,6 +174,19 @@ def test_every_activation_standalone_and_fused(tmp_path, act):
     assert_matches_reference(plan)
 
 
+def test_conv_planned_over_its_input_is_replanned(tmp_path):
+    """The memory plan may put a 'same' convolution over its own input (the CPU's banded kernel allows it);
+    the CUDA kernels read their input while storing, so the CUDA program plans that tensor apart."""
+    from cnnc.runtime.cuda_program import CudaProgram
+
+    plan = compile_plan(tmp_path, {"x": (3, 6, 7)}, "a = conv(x, 4, 3, padding=1)\nconv(a, 4, 3, padding=1)")
+    second = plan["steps"][1]
+    assert plan["memory"]["in_place"].get(second["output"]) == second["inputs"][0]
+    prog = CudaProgram(plan, seeded_fixture_weights(plan["constants"]))
+    assert prog.root[second["output"]] != prog.root[second["inputs"][0]]
+    assert_matches_reference(plan)
+
+
 def test_conv_strategies_are_the_ones_the_cases_name(tmp_path):
     """The strategy cases above reach the kernel they are named after."""
     from cnnc.runtime.cuda_program import CudaProgram

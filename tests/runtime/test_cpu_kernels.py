@@ -238,6 +238,28 @@ def test_padded_conv_in_bands(n, c, h, w, cout, k, stride, dil, in_place):
     assert_close(out, ref)
 
 
+@pytest.mark.parametrize(
+    "n,c,h,w,k,dil",
+    [
+        (2, 64, 37, 200, 3, 1),  # several bands of 3x3, a shorter last one; two samples
+        (1, 48, 30, 260, 5, 2),  # dilated 5x5: two carried rows per band
+        (1, 8, 5, 6, 3, 1),  # one band
+    ],
+)
+def test_padded_conv_in_bands_written_over_its_input(n, c, h, w, k, dil):
+    """A stride-1 'same' convolution computed over its own input buffer (the memory plan's
+    `banded_in_place`): the rows each band still needs from above it survive the previous band's output."""
+    p = dil * (k // 2)
+    x = rand(n, c, h, w)
+    wt = rand(c, c, k, k, scale=0.2)
+    bias = rand(c)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], pads=[p] * 4, dilations=[dil] * 2)
+    plan = cpu.pack_conv2d(wt, bias, pads=(p,) * 4, dilation=(dil, dil), act=cpu.ACTIVATIONS["relu"])
+    buf = x.copy()
+    assert plan.run(buf, buf) is buf
+    assert_close(buf, np.maximum(ref, 0))
+
+
 def test_padded_conv_in_bands_into_a_blocked_output_with_a_halo():
     """The stem of MobileNet's layout: a padded 3x3 stride-2 convolution of a plain input, computed in bands,
     stored channel-blocked inside a zero halo (the band's rows found through the halo's row offset)."""
