@@ -351,7 +351,7 @@ class CpuProgram:
                 continue
             xs = [self.view(views, {}, t, n, mode) for t in step["inputs"]]
             calls.append((i, runner, xs, self.view(views, {}, step["output"], n, mode), scratch.get(step["output"])))
-        self._per_batch[n] = (arena, views, scratch, mode, runners, calls)
+        self._per_batch[n] = (arena, views, mode, calls)
         return self._per_batch[n]
 
     def load_kernels(self) -> None:
@@ -381,7 +381,7 @@ class CpuProgram:
     def run(self, inputs: dict[str, np.ndarray], profile: list | None = None) -> dict[str, np.ndarray]:
         """Run one batch. With `profile` (a list), append (step index, seconds) for every kernel call."""
         n = len(next(iter(inputs.values())))
-        _, views, scratch, mode, runners, calls = self._buffers(n)
+        _, views, mode, calls = self._buffers(n)
         feeds = {k: _f32(v) for k, v in inputs.items()}
         steps = self.plan["steps"]
         clock = time.perf_counter

@@ -76,13 +76,13 @@ def banded_in_place(step: dict, shapes: dict) -> bool:
             and tuple(shapes[step["inputs"][0]]) == tuple(shapes[step["output"]]))
 
 
-def in_place_candidates(step: dict, shapes: dict | None = None) -> list[str]:
-    """The inputs whose buffer `step` may take over for its output (if they die at this step); `shapes`
-    (tensor -> per-sample shape) admits convolutions that may write over their input (`banded_in_place`)."""
+def in_place_candidates(step: dict, banded: bool = False) -> list[str]:
+    """The inputs whose buffer `step` may take over for its output (if they die at this step); `banded`: the
+    step is a convolution that may write over its input (`banded_in_place`)."""
     op = step["op"]
     if op == "conv" and step["attrs"].get("residual"):
         return step["inputs"][1:2]  # the skip: the kernel adds it while storing
-    if shapes is not None and banded_in_place(step, shapes):
+    if banded:
         return step["inputs"][:1]
     if op in ("add", "mul"):
         return step["inputs"][:2]  # later operands are read after the output is first written
@@ -196,7 +196,7 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, 
             continue
         banded = conv_in_place and step["op"] == "conv" and banded_in_place(step, shapes) and not (
             {step["inputs"][0], out} & blocked)
-        for cand in in_place_candidates(step, shapes if banded else None):
+        for cand in in_place_candidates(step, banded):
             base = view_owner(cand)
             if step["op"] == "conv" and base == view_owner(step["inputs"][0]) and not banded:
                 continue  # a convolution reads its whole input while storing: never over it

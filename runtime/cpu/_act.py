@@ -159,6 +159,13 @@ def register_clamp(code):
     return ninf, pinf, False
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def clamp_f32(v, lo, hi):
+    """min(max(v, lo), hi) in the comparisons ``register_clamp`` describes (NaN passes)."""
+    v = lo if v < lo else v
+    return hi if v > hi else v
+
+
 @numba.njit(cache=True, error_model="numpy", fastmath={"contract"})  # FMAs in the polynomials
 def act_range(buf, start, n, code, a, b):
     """Apply activation ``code`` in place to ``buf[start:start+n]`` (1-D float32).

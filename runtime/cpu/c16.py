@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import ACT_NONE, act_range, register_clamp
+from ._act import ACT_NONE, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
 from .pool import inside_taps
 
@@ -105,9 +105,7 @@ def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bia
         _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb)
     if npix == DW_TP:
         for j in range(DW_TP * C16):
-            v = acc[j]
-            v = lo if v < lo else v
-            out[U(o + j)] = hi if v > hi else v
+            out[U(o + j)] = clamp_f32(acc[j], lo, hi)
         if in_regs:
             return
     else:  # stage, so that ``acc`` is only indexed by constants

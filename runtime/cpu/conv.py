@@ -27,8 +27,8 @@ Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan tim
   taps into place: no multiplications by inserted zeros.
 
 Padding is materialised so that inner loops never test bounds: the blocked kernel makes a
-zero-bordered copy of the input, one sample at a time (a few percent of a 3x3 convolution's time),
-the depthwise kernel pads each plane into its buffer.
+zero-bordered copy of the input rows one band of output rows at a time (a few percent of a 3x3
+convolution's time), the depthwise kernel pads each plane into its buffer.
 
 All array indices in inner loops are cast to unsigned: Numba emits negative-index wraparound
 code for signed indices, which turns vector loads into gathers.
@@ -40,7 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import act_range, register_clamp
+from ._act import act_range, clamp_f32, register_clamp
 from .c16 import zero_halo_c16_kernel
 from .pool import bordered_row
 from ._stack import stack_f32, stack_i64
@@ -94,8 +94,9 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
     with pixel (oh, ow) at (oh + ht, ow + hl); without one, ht = hl = 0 and (OHs, OWs) = (OH, OW).
     ``res``: empty, or the residual operand (flat, the output's size, plain layout) added before the
     activation. relu and relu6 are applied as the tile is stored (``register_clamp``); the other
-    activations in a pass over each work item's pixels after its tiles are stored. ``out`` may be the residual's buffer: each output element is then stored exactly once
-    (tiles that overlap their predecessor skip the pixels already stored), reading its residual first.
+    activations in a pass over each work item's pixels after its tiles are stored. ``out`` may be the
+    residual's buffer: each output element is then stored exactly once (tiles that overlap their
+    predecessor skip the pixels already stored), reading its residual first.
     ``PO``: pixels between a plain output's (and the residual's) channel planes; OH * OW, or more when
     this call computes a band of OH rows of a taller output (``_conv_padded_in_bands``).
     """
@@ -224,25 +225,19 @@ def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, d
                     bv = bias[bbase + j]
                     oj = obase + j * PO + ps
                     for t in range(first, count):
-                        v = acc[t * 32 + j] + bv + res[U(oj + t)]
-                        v = lo if v < lo else v
-                        of[U(oj + t)] = hi if v > hi else v
+                        of[U(oj + t)] = clamp_f32(acc[t * 32 + j] + bv + res[U(oj + t)], lo, hi)
             elif pq[6] == ps + 6:  # the usual case: 7 consecutive pixels
                 for j in range(nvalid):
                     bv = bias[bbase + j]
                     oj = obase + j * PO + ps
                     for t in range(TP):
-                        v = acc[t * 32 + j] + bv
-                        v = lo if v < lo else v
-                        of[U(oj + t)] = hi if v > hi else v
+                        of[U(oj + t)] = clamp_f32(acc[t * 32 + j] + bv, lo, hi)
             else:
                 for j in range(nvalid):
                     bv = bias[bbase + j]
                     oj = obase + j * PO
                     for t in range(TP):
-                        v = acc[t * 32 + j] + bv
-                        v = lo if v < lo else v
-                        of[U(oj + pq[t])] = hi if v > hi else v
+                        of[U(oj + pq[t])] = clamp_f32(acc[t * 32 + j] + bv, lo, hi)
             p0 = ps + TP
         if not in_regs:
             if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
