@@ -272,6 +272,9 @@ def run_bench(args) -> int:
     macs = sum(s.get("macs", 0) for s in plan["steps"])
     report = {"network": plan["network"], "target": target, "threads": threads, "gmacs_per_sample": macs / 1e9, "load_s": load_s,
               "results": []}
+    if target == "cpu":  # which register tiles the CPU kernels were built with (runtime/cpu/isa.py)
+        from .runtime.cpu.isa import VECTOR_UNIT
+        report["vector_unit"] = VECTOR_UNIT.key
     unfused = None
     with tempfile.TemporaryDirectory() as tmp:
         for batch in batches:
@@ -346,7 +349,8 @@ def _mb(value: float | None) -> str:
 
 
 def _print_report(report: dict, macs: int) -> None:
-    print(f"{report['network']}: {report['gmacs_per_sample']:.2f} GMACs per sample, {report['threads']} threads, "
+    unit = f", {report['vector_unit']} kernels" if "vector_unit" in report else ""
+    print(f"{report['network']}: {report['gmacs_per_sample']:.2f} GMACs per sample, {report['threads']} threads{unit}, "
           f"loaded in {report['load_s']:.2f} s")
     print(f"{'engine':12s} {'batch':>5s} {'median ms':>10s} {'p10-p90 ms':>15s} {'samples/s':>10s} {'GFLOP/s':>8s} "
           f"{'peak +MB':>8s} {'cnnc/peer':>9s}")

@@ -20,6 +20,8 @@ def test_bench_json_with_onnxruntime_and_profile(capsys):
     out = capsys.readouterr().out
     assert code == 0
     report = json.loads(out)
+    from cnnc.runtime.cpu.isa import VECTOR_UNIT, target_cpu, vector_unit_for
+    assert report["vector_unit"] == VECTOR_UNIT.key == vector_unit_for(*target_cpu()).key
     rows = {(r["engine"], r["batch"]): r for r in report["results"]}
     assert set(rows) == {("cnnc", 1), ("cnnc", 4), ("onnxruntime", 1), ("onnxruntime", 4)}
     for r in rows.values():

@@ -7,8 +7,10 @@ Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan tim
   ``OCB`` = 32 output channels laid out as ``(group, block, tap, 32)`` where a *tap* ``r`` runs over
   ``(cin, kh, kw)``.  The reduction is a single loop over taps using a table of input offsets, so
   kernel size, stride and dilation cost nothing extra and 1x1 convolutions need no special case.
-  The register tile is ``TP`` = 7 output *pixels* x 32 output channels: 14 AVX-512 accumulators,
-  filled by one broadcast of each pixel's input value and two vector loads of weights per tap.
+  The register tile is ``TP`` output *pixels* x 32 output channels, filled by one broadcast of each
+  pixel's input value and the 32 weights' vector loads per tap: with AVX-512, 7 pixels (14 accumulators
+  of the 32 zmm registers); with AVX2, 3 (12 of the 16 ymm registers: 7 spilled them and ran at half the
+  speed) -- see ``isa.py``.
   Pixels are taken in row-major order over the whole output plane (tiles may straddle rows), so
   the tile never has to divide the output width; the last tile of a work item overlaps the one
   before it instead of falling back to a slower remainder path.  Work items are (batch, group,
@@ -17,11 +19,14 @@ Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan tim
 * ``conv2d_depthwise_kernel`` -- groups == cin (any channel multiplier) and grouped convolutions
   with very few output channels per group.  Parallel over (batch, group): the group's input
   planes are copied zero-padded (and, for stride 2, split into even/odd column phases) into a
-  private buffer, then tiles of 8 output rows x 16 columns accumulate tap by tap with the
-  innermost loop contiguous along the row.
+  private buffer, then tiles of 8 output rows x ``DW_LANES`` columns (16; 8 with AVX2) accumulate
+  tap by tap with the innermost loop contiguous along the row.
+
+Each kernel with a register tile is built by a factory (``_make_*``) whose tile sizes are constants of
+the compiled code; the module builds the tiles of the vector unit Numba compiles for (``isa.py``).
 * ``conv2d_pointwise_kernel`` -- 1x1 stride-1 convolutions over planes of a few hundred pixels or
-  more: a GEMM per group with a register tile of 8 output channels x 32 pixels, vectorised along
-  the pixels so that results are stored as whole vectors.
+  more: a GEMM per group with a register tile of ``PW_MR`` output channels x 32 pixels (8 with AVX-512,
+  3 with AVX2), vectorised along the pixels so that results are stored as whole vectors.
 * transposed convolutions are a 1x1 convolution (``transpose_as_pointwise_weight``; any of the
   kernels above) producing every (output channel, tap) product, then ``col2im_kernel`` adds the
   taps into place: no multiplications by inserted zeros.
@@ -42,13 +47,15 @@ from numba import prange
 
 from ._act import act_range, clamp_f32, register_clamp
 from .c16 import zero_halo_c16_kernel
+from .isa import VECTOR_UNIT
 from .pool import bordered_row
 from ._stack import stack_f32, stack_i64
 from ._vec import add16_clamp_store, clamp16_res_store, clamp16_store
 
-OCB = 32  # output channels per register tile (two AVX-512 vectors)
-TP = 7  # output pixels per register tile
-CHUNK = 56  # output pixels per parallel work item (a multiple of TP)
+OCB = 32  # output channels per register tile (two AVX-512 vectors, four AVX2 ones)
+TP = VECTOR_UNIT.conv_tile_pixels  # output pixels per register tile: 7 with AVX-512, 3 with AVX2
+TP_MAX = 7  # the most a tile may have
+CHUNK = 56  # output pixels per parallel work item (rounded down to whole tiles)
 MIN_ITEMS = 4  # fewer work items than this: smaller chunks, so that threads are not left idle
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 
@@ -81,179 +88,196 @@ def conv_pack_weight_kernel(w, out):
                         out[g, b, (ci * KH + kh) * KW + kw, j] = w[g * COG + oc, ci, kh, kw]
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
-def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                       of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, PO):
-    """Blocked direct convolution of an already padded input (see the module docstring), over flat arrays.
+def _make_blocked_core(OCB, TP):
+    """``_conv_blocked_core`` for a register tile of ``TP`` output pixels (at most TP_MAX) x ``OCB`` output
+    channels (a multiple of 16); the tile sizes are constants of the compiled kernel (closure cells, which
+    Numba's cache keys on), so each tile shape is its own cached kernel."""
+    ACC = OCB * TP
+    ITEM_PIXELS = CHUNK // TP * TP  # pixels per work item: whole tiles
 
-    Layouts: the input ``xf`` is (N, C, Hp, Wp), or with ``in_c16`` channel-blocked (N, ceil(C/16), Hp, Wp,
-    16) (then groups == 1 and ``wp`` packed by ``pack_c16_input_weight``); the output ``of`` is (N, COUT,
-    OH, OW), or with ``out_c16`` (N, ceil(COUT/16), OH, OW, 16) with every lane written (padding channels
-    get bias 0: ``bias`` then holds NB * 32 values).
-    A c16 output may be stored inside a zero halo (see ``zero_halo_c16_kernel``): its planes are then (OHs, OWs)
-    with pixel (oh, ow) at (oh + ht, ow + hl); without one, ht = hl = 0 and (OHs, OWs) = (OH, OW).
-    ``res``: empty, or the residual operand (flat, the output's size, plain layout) added before the
-    activation. relu and relu6 are applied as the tile is stored (``register_clamp``); the other
-    activations in a pass over each work item's pixels after its tiles are stored. ``out`` may be the
-    residual's buffer: each output element is then stored exactly once (tiles that overlap their
-    predecessor skip the pixels already stored), reading its residual first.
-    ``PO``: pixels between a plain output's (and the residual's) channel planes; OH * OW, or more when
-    this call computes a band of OH rows of a taller output (``_conv_padded_in_bands``).
-    """
-    G, NB, R, _ = wp.shape
-    CG = C // G
-    COG = COUT // G
-    P = OH * OW
-    HWp = Hp * Wp
-    OB = (COUT + 15) // 16
-    PS = OHs * OWs  # stored pixels of a c16 output plane
-    # input offset of every tap relative to the top-left input pixel of an output pixel
-    xoff = np.empty(R, np.int64)
-    if in_c16:
-        pix = 16  # floats per pixel of a channel block
-        for cb in range(R // (KH * KW * 16)):
-            for kh in range(KH):
-                for kw in range(KW):
-                    for ci in range(16):
-                        xoff[((cb * KH + kh) * KW + kw) * 16 + ci] = (cb * HWp + kh * dh * Wp + kw * dw) * 16 + ci
-        sample = ((C + 15) // 16) * 16 * HWp
-    else:
-        pix = 1
-        for ci in range(CG):
-            for kh in range(KH):
-                for kw in range(KW):
-                    xoff[(ci * KH + kh) * KW + kw] = ci * HWp + kh * dh * Wp + kw * dw
-        sample = C * HWp
-    wf = wp.reshape(-1)
-    has_res = res.size > 0
-    lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
-    nch = max(1, P // CHUNK)
-    chunk = CHUNK
-    if N * G * NB * nch < MIN_ITEMS and P > TP:  # few channel blocks over a small plane (DenseNet's 32-channel
-        # 3x3 layers at 7x7 made one item: one busy thread): chunks of whole tiles, as even as they come
-        chunk = -(-P // (-(-MIN_ITEMS // (N * G * NB)) * TP)) * TP
-        nch = -(-P // chunk)
-    # Work items in pixel-major order (every channel block of a pixel chunk one after another, so the chunk's
-    # input is read once from memory) when a group's packed weights fit in L2 beside it; otherwise
-    # block-major (a block's weights stay in cache over all its chunks).
-    pixel_major = NB * R * OCB * 4 <= PIXEL_MAJOR_WEIGHT_BYTES
-    for item in prange(N * G * NB * nch):
-        if pixel_major:
-            b = item % NB
-            rest = item // NB
-            ch = rest % nch
-            rest = rest // nch
+    @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
+    def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
+                           of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, PO):
+        """Blocked direct convolution of an already padded input (see the module docstring), over flat arrays.
+
+        Layouts: the input ``xf`` is (N, C, Hp, Wp), or with ``in_c16`` channel-blocked (N, ceil(C/16), Hp, Wp,
+        16) (then groups == 1 and ``wp`` packed by ``pack_c16_input_weight``); the output ``of`` is (N, COUT,
+        OH, OW), or with ``out_c16`` (N, ceil(COUT/16), OH, OW, 16) with every lane written (padding channels
+        get bias 0: ``bias`` then holds NB * 32 values).
+        A c16 output may be stored inside a zero halo (see ``zero_halo_c16_kernel``): its planes are then (OHs, OWs)
+        with pixel (oh, ow) at (oh + ht, ow + hl); without one, ht = hl = 0 and (OHs, OWs) = (OH, OW).
+        ``res``: empty, or the residual operand (flat, the output's size, plain layout) added before the
+        activation. relu and relu6 are applied as the tile is stored (``register_clamp``); the other
+        activations in a pass over each work item's pixels after its tiles are stored. ``out`` may be the
+        residual's buffer: each output element is then stored exactly once (tiles that overlap their
+        predecessor skip the pixels already stored), reading its residual first.
+        ``PO``: pixels between a plain output's (and the residual's) channel planes; OH * OW, or more when
+        this call computes a band of OH rows of a taller output (``_conv_padded_in_bands``).
+        """
+        G, NB, R, _ = wp.shape
+        CG = C // G
+        COG = COUT // G
+        P = OH * OW
+        HWp = Hp * Wp
+        OB = (COUT + 15) // 16
+        PS = OHs * OWs  # stored pixels of a c16 output plane
+        # input offset of every tap relative to the top-left input pixel of an output pixel
+        xoff = np.empty(R, np.int64)
+        if in_c16:
+            pix = 16  # floats per pixel of a channel block
+            for cb in range(R // (KH * KW * 16)):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        for ci in range(16):
+                            xoff[((cb * KH + kh) * KW + kw) * 16 + ci] = (cb * HWp + kh * dh * Wp + kw * dw) * 16 + ci
+            sample = ((C + 15) // 16) * 16 * HWp
         else:
-            ch = item % nch
-            rest = item // nch
-            b = rest % NB
-            rest = rest // NB
-        g = rest % G
-        n = rest // G
-        p_begin = ch * chunk
-        p_end = P if ch == nch - 1 else p_begin + chunk
-        xbase = n * sample + g * CG * HWp
-        obase = (n * COUT + g * COG + b * OCB) * PO
-        wbase = (g * NB + b) * R * OCB
-        bbase = g * COG + b * OCB
-        nvalid = min(OCB, COG - b * OCB)
-        acc = stack_f32(224)
-        pb = stack_i64(7)  # input base offset of each pixel of the tile
-        pq = stack_i64(7)  # output pixel index of each pixel of the tile
-        ps16 = stack_i64(7)  # where a c16 output stores it (inside the halo)
-        p0 = p_begin
-        while p0 < p_end:
-            ps = p0
-            if ps + TP > p_end:  # last tile: overlap the previous one rather than run short
-                ps = max(p_end - TP, p_begin)
-            oh = ps // OW
-            ow = ps - oh * OW
-            for t in range(TP):
-                q = ps + t
-                if q < p_end:
-                    pq[t] = q
-                    ps16[t] = (oh + ht) * OWs + ow + hl
-                    pb[t] = xbase + (oh * sh * Wp + ow * sw) * pix
-                    ow += 1
-                    if ow == OW:
-                        ow = 0
-                        oh += 1
-                else:  # fewer than TP pixels in the whole item: repeat the last one
-                    pq[t] = pq[t - 1]
-                    ps16[t] = ps16[t - 1]
-                    pb[t] = pb[t - 1]
-            b0 = pb[0]
-            b1 = pb[1]
-            b2 = pb[2]
-            b3 = pb[3]
-            b4 = pb[4]
-            b5 = pb[5]
-            b6 = pb[6]
-            for j in range(224):
-                acc[j] = 0.0
-            for r in range(R):
-                o = xoff[r]
-                x0 = xf[U(b0 + o)]
-                x1 = xf[U(b1 + o)]
-                x2 = xf[U(b2 + o)]
-                x3 = xf[U(b3 + o)]
-                x4 = xf[U(b4 + o)]
-                x5 = xf[U(b5 + o)]
-                x6 = xf[U(b6 + o)]
-                wo = wbase + r * OCB
-                for j in range(OCB):
-                    wj = wf[U(wo + j)]
-                    acc[j] += x0 * wj
-                    acc[32 + j] += x1 * wj
-                    acc[64 + j] += x2 * wj
-                    acc[96 + j] += x3 * wj
-                    acc[128 + j] += x4 * wj
-                    acc[160 + j] += x5 * wj
-                    acc[192 + j] += x6 * wj
-            if out_c16:  # each pixel's 16 channels of a block are contiguous: whole-vector stores (written
-                # as a loop, LLVM stored each float alone: Numba leaves its SLP vectoriser off)
-                for half in range(2):
-                    ob = 2 * b + half
-                    if ob < OB:
+            pix = 1
+            for ci in range(CG):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        xoff[(ci * KH + kh) * KW + kw] = ci * HWp + kh * dh * Wp + kw * dw
+            sample = C * HWp
+        wf = wp.reshape(-1)
+        has_res = res.size > 0
+        lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
+        nch = max(1, P // ITEM_PIXELS)
+        chunk = ITEM_PIXELS
+        if N * G * NB * nch < MIN_ITEMS and P > TP:  # few channel blocks over a small plane (DenseNet's 32-channel
+            # 3x3 layers at 7x7 made one item: one busy thread): chunks of whole tiles, as even as they come
+            chunk = -(-P // (-(-MIN_ITEMS // (N * G * NB)) * TP)) * TP
+            nch = -(-P // chunk)
+        # Work items in pixel-major order (every channel block of a pixel chunk one after another, so the chunk's
+        # input is read once from memory) when a group's packed weights fit in L2 beside it; otherwise
+        # block-major (a block's weights stay in cache over all its chunks).
+        pixel_major = NB * R * OCB * 4 <= PIXEL_MAJOR_WEIGHT_BYTES
+        for item in prange(N * G * NB * nch):
+            if pixel_major:
+                b = item % NB
+                rest = item // NB
+                ch = rest % nch
+                rest = rest // nch
+            else:
+                ch = item % nch
+                rest = item // nch
+                b = rest % NB
+                rest = rest // NB
+            g = rest % G
+            n = rest // G
+            p_begin = ch * chunk
+            p_end = P if ch == nch - 1 else p_begin + chunk
+            xbase = n * sample + g * CG * HWp
+            obase = (n * COUT + g * COG + b * OCB) * PO
+            wbase = (g * NB + b) * R * OCB
+            bbase = g * COG + b * OCB
+            nvalid = min(OCB, COG - b * OCB)
+            acc = stack_f32(ACC)
+            pb = stack_i64(TP_MAX)  # input base offset of each pixel of the tile
+            pq = stack_i64(TP_MAX)  # output pixel index of each pixel of the tile
+            ps16 = stack_i64(TP_MAX)  # where a c16 output stores it (inside the halo)
+            p0 = p_begin
+            while p0 < p_end:
+                ps = p0
+                if ps + TP > p_end:  # last tile: overlap the previous one rather than run short
+                    ps = max(p_end - TP, p_begin)
+                oh = ps // OW
+                ow = ps - oh * OW
+                for t in range(TP_MAX):  # (slots past TP repeat the last pixel: read, never used)
+                    q = ps + t
+                    if q < p_end and t < TP:
+                        pq[t] = q
+                        ps16[t] = (oh + ht) * OWs + ow + hl
+                        pb[t] = xbase + (oh * sh * Wp + ow * sw) * pix
+                        ow += 1
+                        if ow == OW:
+                            ow = 0
+                            oh += 1
+                    else:  # fewer than TP pixels in the whole item: repeat the last one
+                        pq[t] = pq[t - 1]
+                        ps16[t] = ps16[t - 1]
+                        pb[t] = pb[t - 1]
+                b0 = pb[0]
+                b1 = pb[1]
+                b2 = pb[2]
+                b3 = pb[3]
+                b4 = pb[4]
+                b5 = pb[5]
+                b6 = pb[6]
+                for j in range(ACC):
+                    acc[j] = 0.0
+                for r in range(R):
+                    o = xoff[r]
+                    x0 = xf[U(b0 + o)]
+                    x1 = xf[U(b1 + o)] if TP > 1 else x0
+                    x2 = xf[U(b2 + o)] if TP > 2 else x0
+                    x3 = xf[U(b3 + o)] if TP > 3 else x0
+                    x4 = xf[U(b4 + o)] if TP > 4 else x0
+                    x5 = xf[U(b5 + o)] if TP > 5 else x0
+                    x6 = xf[U(b6 + o)] if TP > 6 else x0
+                    wo = wbase + r * OCB
+                    for j in range(OCB):
+                        wj = wf[U(wo + j)]
+                        acc[j] += x0 * wj
+                        if TP > 1:
+                            acc[OCB + j] += x1 * wj
+                        if TP > 2:
+                            acc[2 * OCB + j] += x2 * wj
+                        if TP > 3:
+                            acc[3 * OCB + j] += x3 * wj
+                        if TP > 4:
+                            acc[4 * OCB + j] += x4 * wj
+                        if TP > 5:
+                            acc[5 * OCB + j] += x5 * wj
+                        if TP > 6:
+                            acc[6 * OCB + j] += x6 * wj
+                if out_c16:  # each pixel's 16 channels of a block are contiguous: whole-vector stores (written
+                    # as a loop, LLVM stored each float alone: Numba leaves its SLP vectoriser off)
+                    for half in range(OCB // 16):
+                        ob = OCB // 16 * b + half
+                        if ob < OB:
+                            for t in range(TP):
+                                o = ((n * OB + ob) * PS + ps16[t]) * 16
+                                add16_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16, lo, hi)
+                elif has_res:  # store only pixels not stored before, each with its residual
+                    first = p0 - ps
+                    count = min(TP, p_end - ps)
+                    for j in range(nvalid):
+                        bv = bias[bbase + j]
+                        oj = obase + j * PO + ps
+                        for t in range(first, count):
+                            of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv + res[U(oj + t)], lo, hi)
+                elif pq[TP - 1] == ps + TP - 1:  # the usual case: 7 consecutive pixels
+                    for j in range(nvalid):
+                        bv = bias[bbase + j]
+                        oj = obase + j * PO + ps
                         for t in range(TP):
-                            o = ((n * OB + ob) * PS + ps16[t]) * 16
-                            add16_clamp_store(of, o, acc, t * 32 + half * 16, bias, b * OCB + half * 16, lo, hi)
-            elif has_res:  # store only pixels not stored before, each with its residual
-                first = p0 - ps
-                count = min(TP, p_end - ps)
-                for j in range(nvalid):
-                    bv = bias[bbase + j]
-                    oj = obase + j * PO + ps
-                    for t in range(first, count):
-                        of[U(oj + t)] = clamp_f32(acc[t * 32 + j] + bv + res[U(oj + t)], lo, hi)
-            elif pq[6] == ps + 6:  # the usual case: 7 consecutive pixels
-                for j in range(nvalid):
-                    bv = bias[bbase + j]
-                    oj = obase + j * PO + ps
-                    for t in range(TP):
-                        of[U(oj + t)] = clamp_f32(acc[t * 32 + j] + bv, lo, hi)
-            else:
-                for j in range(nvalid):
-                    bv = bias[bbase + j]
-                    oj = obase + j * PO
-                    for t in range(TP):
-                        of[U(oj + pq[t])] = clamp_f32(acc[t * 32 + j] + bv, lo, hi)
-            p0 = ps + TP
-        if not in_regs:
-            if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
-                for ob in range(2 * b, min(2 * b + 2, OB)):
-                    for r in range(p_begin // OW, (p_end - 1) // OW + 1):
-                        c0 = max(p_begin - r * OW, 0)
-                        c1 = min(p_end - r * OW, OW)
-                        act_range(of, ((n * OB + ob) * PS + (r + ht) * OWs + hl + c0) * 16, (c1 - c0) * 16, act,
-                                  act_a, act_b)
-            else:
-                for j in range(nvalid):
-                    act_range(of, obase + j * PO + p_begin, p_end - p_begin, act, act_a, act_b)
+                            of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv, lo, hi)
+                else:
+                    for j in range(nvalid):
+                        bv = bias[bbase + j]
+                        oj = obase + j * PO
+                        for t in range(TP):
+                            of[U(oj + pq[t])] = clamp_f32(acc[t * OCB + j] + bv, lo, hi)
+                p0 = ps + TP
+            if not in_regs:
+                if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
+                    for ob in range(OCB // 16 * b, min(OCB // 16 * (b + 1), OB)):
+                        for r in range(p_begin // OW, (p_end - 1) // OW + 1):
+                            c0 = max(p_begin - r * OW, 0)
+                            c1 = min(p_end - r * OW, OW)
+                            act_range(of, ((n * OB + ob) * PS + (r + ht) * OWs + hl + c0) * 16, (c1 - c0) * 16, act,
+                                      act_a, act_b)
+                else:
+                    for j in range(nvalid):
+                        act_range(of, obase + j * PO + p_begin, p_end - p_begin, act, act_a, act_b)
+
+    return _conv_blocked_core
 
 
-PW_MR = 8  # output channels per register tile of the pointwise kernel
-PW_PV = 32  # pixels per register tile of the pointwise kernel (two AVX-512 vectors)
+_conv_blocked_core = _make_blocked_core(OCB, TP)
+
+
+PW_MR, PW_PV = VECTOR_UNIT.pointwise_tile  # pointwise kernel's register tile: output channels x pixels
 PW_TILES = 4  # pixel tiles per parallel work item
 PW_MIN_ITEMS = 16  # split the channel blocks of a pixel chunk until there are this many items
 
@@ -281,7 +305,7 @@ def conv_pack_pointwise_kernel(w, out):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _pw_store_row(acc, row, bv, res, has_res, lo, hi, of, o):
+def _pw_store_row(acc, row, pixels, bv, res, has_res, lo, hi, of, o):
     """Store one output channel's PW_PV pixels of the pointwise tile (``acc[row:row + PW_PV]``) at ``of[o:]``:
     plus the bias, plus the residual read from the same place, clamped to [lo, hi] (no activation, relu or
     relu6), as two explicit 16-float vectors: the staged path's variable row index kept the epilogue
@@ -289,131 +313,164 @@ def _pw_store_row(acc, row, bv, res, has_res, lo, hi, of, o):
     checks in eight inlined copies, took the kernel's compile time from 4 to 17 seconds."""
     if has_res:
         clamp16_res_store(of, o, acc, row, bv, res, o, lo, hi)
-        clamp16_res_store(of, o + 16, acc, row + 16, bv, res, o + 16, lo, hi)
+        if pixels == 32:
+            clamp16_res_store(of, o + 16, acc, row + 16, bv, res, o + 16, lo, hi)
     else:
         clamp16_store(of, o, acc, row, bv, lo, hi)
-        clamp16_store(of, o + 16, acc, row + 16, bv, lo, hi)
+        if pixels == 32:
+            clamp16_store(of, o + 16, acc, row + 16, bv, lo, hi)
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
-def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
-    """1x1, stride-1, unpadded convolution as a GEMM per group: out[oc, p] = sum_ci w[oc, ci] x[ci, p].
+def _make_pointwise_kernel(PW_MR, PW_PV):
+    """``conv2d_pointwise_kernel`` for a register tile of ``PW_MR`` (at most 8) output channels x ``PW_PV`` (16
+    or 32) pixels, constants of the compiled kernel (closure cells, which Numba's cache keys on)."""
+    ACC = PW_MR * PW_PV
 
-    x (N, C, H, W) with H*W >= PW_PV; wq from ``conv_pack_pointwise_kernel``; out (N, COUT, H, W).
-    The register tile is PW_MR output channels x PW_PV pixels (16 accumulators): per input
-    channel, two vector loads of the input row, PW_MR weight broadcasts, 16 FMAs; results are
-    stored as whole vectors along the output rows, so no transposition is needed.  The last
-    pixel tile overlaps its predecessor instead of running short; the last channel block is
-    zero-padded and stores only its valid rows.  ``res`` (empty, or the residual operand, flat) is
-    added before the activation; with it, the overlapping last tile stores only pixels that no other
-    tile stores, so ``out`` may be the residual's buffer.
-    """
-    N, C, H, W = x.shape
-    G, nob, CG, _ = wq.shape
-    COUT = out.shape[1]
-    COG = COUT // G
-    P = H * W
-    ntile = (P + PW_PV - 1) // PW_PV
-    npch = (ntile + PW_TILES - 1) // PW_TILES
-    # Each item runs all channel blocks over its pixel tiles, so the input tile is fetched once
-    # and reused from L1; only when there are few pixel chunks are the blocks split over items.
-    nocc = min(nob, max(1, PW_MIN_ITEMS // (N * G * npch)))
-    bpi = (nob + nocc - 1) // nocc  # blocks per item
-    xf = x.reshape(-1)
-    wf = wq.reshape(-1)
-    of = out.reshape(-1)
-    has_res = res.size > 0
-    lo, hi, in_regs = register_clamp(act)
-    for item in prange(N * G * npch * nocc):
-        occ = item % nocc
-        rest = item // nocc
-        pch = rest % npch
-        rest = rest // npch
-        g = rest % G
-        n = rest // G
-        acc = stack_f32(256)  # PW_MR x PW_PV
-        stg = stack_f32(256)
-        xg = (n * C + g * CG) * P
-        t_end = min(pch * PW_TILES + PW_TILES, ntile)
-        b_end = min(occ * bpi + bpi, nob)
-        for b in range(occ * bpi, b_end):
-            for t in range(pch * PW_TILES, t_end):
-                p0 = min(t * PW_PV, P - PW_PV)
-                oc0 = b * PW_MR
-                wb = (g * nob + b) * CG * PW_MR
-                for i in range(PW_MR * PW_PV):
-                    acc[i] = 0.0
-                for ci in range(CG):
-                    xo = xg + ci * P + p0
-                    wo = wb + ci * PW_MR
-                    w0 = wf[U(wo)]
-                    w1 = wf[U(wo + 1)]
-                    w2 = wf[U(wo + 2)]
-                    w3 = wf[U(wo + 3)]
-                    w4 = wf[U(wo + 4)]
-                    w5 = wf[U(wo + 5)]
-                    w6 = wf[U(wo + 6)]
-                    w7 = wf[U(wo + 7)]
+    @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
+    def conv2d_pointwise_kernel(x, wq, bias, act, act_a, act_b, res, out):
+        """1x1, stride-1, unpadded convolution as a GEMM per group: out[oc, p] = sum_ci w[oc, ci] x[ci, p].
+
+        x (N, C, H, W) with H*W >= PW_PV; wq from ``conv_pack_pointwise_kernel``; out (N, COUT, H, W).
+        The register tile is PW_MR output channels x PW_PV pixels: per input channel, PW_PV / lanes
+        vector loads of the input row, PW_MR weight broadcasts, PW_MR * PW_PV / lanes FMAs; results are
+        stored as whole vectors along the output rows, so no transposition is needed.  The last
+        pixel tile overlaps its predecessor instead of running short; the last channel block is
+        zero-padded and stores only its valid rows.  ``res`` (empty, or the residual operand, flat) is
+        added before the activation; with it, the overlapping last tile stores only pixels that no other
+        tile stores, so ``out`` may be the residual's buffer.
+        """
+        N, C, H, W = x.shape
+        G, nob, CG, _ = wq.shape
+        COUT = out.shape[1]
+        COG = COUT // G
+        P = H * W
+        ntile = (P + PW_PV - 1) // PW_PV
+        npch = (ntile + PW_TILES - 1) // PW_TILES
+        # Each item runs all channel blocks over its pixel tiles, so the input tile is fetched once
+        # and reused from L1; only when there are few pixel chunks are the blocks split over items.
+        nocc = min(nob, max(1, PW_MIN_ITEMS // (N * G * npch)))
+        bpi = (nob + nocc - 1) // nocc  # blocks per item
+        xf = x.reshape(-1)
+        wf = wq.reshape(-1)
+        of = out.reshape(-1)
+        has_res = res.size > 0
+        lo, hi, in_regs = register_clamp(act)
+        for item in prange(N * G * npch * nocc):
+            occ = item % nocc
+            rest = item // nocc
+            pch = rest % npch
+            rest = rest // npch
+            g = rest % G
+            n = rest // G
+            acc = stack_f32(ACC)  # PW_MR x PW_PV
+            stg = stack_f32(ACC)
+            xg = (n * C + g * CG) * P
+            t_end = min(pch * PW_TILES + PW_TILES, ntile)
+            b_end = min(occ * bpi + bpi, nob)
+            for b in range(occ * bpi, b_end):
+                for t in range(pch * PW_TILES, t_end):
+                    p0 = min(t * PW_PV, P - PW_PV)
+                    oc0 = b * PW_MR
+                    wb = (g * nob + b) * CG * PW_MR
+                    for i in range(PW_MR * PW_PV):
+                        acc[i] = 0.0
+                    for ci in range(CG):
+                        xo = xg + ci * P + p0
+                        wo = wb + ci * PW_MR
+                        w0 = wf[U(wo)]
+                        w1 = wf[U(wo + 1)] if PW_MR > 1 else w0
+                        w2 = wf[U(wo + 2)] if PW_MR > 2 else w0
+                        w3 = wf[U(wo + 3)] if PW_MR > 3 else w0
+                        w4 = wf[U(wo + 4)] if PW_MR > 4 else w0
+                        w5 = wf[U(wo + 5)] if PW_MR > 5 else w0
+                        w6 = wf[U(wo + 6)] if PW_MR > 6 else w0
+                        w7 = wf[U(wo + 7)] if PW_MR > 7 else w0
+                        for v in range(PW_PV):
+                            xv = xf[U(xo + v)]
+                            acc[v] += w0 * xv
+                            if PW_MR > 1:
+                                acc[1 * PW_PV + v] += w1 * xv
+                            if PW_MR > 2:
+                                acc[2 * PW_PV + v] += w2 * xv
+                            if PW_MR > 3:
+                                acc[3 * PW_PV + v] += w3 * xv
+                            if PW_MR > 4:
+                                acc[4 * PW_PV + v] += w4 * xv
+                            if PW_MR > 5:
+                                acc[5 * PW_PV + v] += w5 * xv
+                            if PW_MR > 6:
+                                acc[6 * PW_PV + v] += w6 * xv
+                            if PW_MR > 7:
+                                acc[7 * PW_PV + v] += w7 * xv
+                    # Epilogue.  Every loop below indexes ``acc`` with constants only (a loop over a
+                    # variable row index would keep ``acc`` out of registers for the whole kernel).
+                    bb = g * COG + oc0
+                    nv = min(PW_MR, COG - oc0)
+                    if nv == PW_MR and p0 == t * PW_PV and in_regs:
+                        # a full tile overlapping no other, an activation done in registers: straight out
+                        o = (n * COUT + bb) * P + p0
+                        _pw_store_row(acc, 0, PW_PV, bias[bb], res, has_res, lo, hi, of, o)
+                        if PW_MR > 1:
+                            _pw_store_row(acc, 1 * PW_PV, PW_PV, bias[bb + 1], res, has_res, lo, hi, of, o + P)
+                        if PW_MR > 2:
+                            _pw_store_row(acc, 2 * PW_PV, PW_PV, bias[bb + 2], res, has_res, lo, hi, of, o + 2 * P)
+                        if PW_MR > 3:
+                            _pw_store_row(acc, 3 * PW_PV, PW_PV, bias[bb + 3], res, has_res, lo, hi, of, o + 3 * P)
+                        if PW_MR > 4:
+                            _pw_store_row(acc, 4 * PW_PV, PW_PV, bias[bb + 4], res, has_res, lo, hi, of, o + 4 * P)
+                        if PW_MR > 5:
+                            _pw_store_row(acc, 5 * PW_PV, PW_PV, bias[bb + 5], res, has_res, lo, hi, of, o + 5 * P)
+                        if PW_MR > 6:
+                            _pw_store_row(acc, 6 * PW_PV, PW_PV, bias[bb + 6], res, has_res, lo, hi, of, o + 6 * P)
+                        if PW_MR > 7:
+                            _pw_store_row(acc, 7 * PW_PV, PW_PV, bias[bb + 7], res, has_res, lo, hi, of, o + 7 * P)
+                        continue
+                    # Otherwise stage with bias and activation applied, then store the valid rows.
+                    # The activation must be applied before storing: overlapping tiles of other work
+                    # items then store identical final values, so the overlap is race-free.
+                    last = g * COG + COG - 1  # padded rows of the last block reuse a valid bias
+                    b0 = bias[min(bb, last)]
+                    b1 = bias[min(bb + 1, last)]
+                    b2 = bias[min(bb + 2, last)]
+                    b3 = bias[min(bb + 3, last)]
+                    b4 = bias[min(bb + 4, last)]
+                    b5 = bias[min(bb + 5, last)]
+                    b6 = bias[min(bb + 6, last)]
+                    b7 = bias[min(bb + 7, last)]
                     for v in range(PW_PV):
-                        xv = xf[U(xo + v)]
-                        acc[v] += w0 * xv
-                        acc[32 + v] += w1 * xv
-                        acc[64 + v] += w2 * xv
-                        acc[96 + v] += w3 * xv
-                        acc[128 + v] += w4 * xv
-                        acc[160 + v] += w5 * xv
-                        acc[192 + v] += w6 * xv
-                        acc[224 + v] += w7 * xv
-                # Epilogue.  Every loop below indexes ``acc`` with constants only (a loop over a
-                # variable row index would keep ``acc`` out of registers for the whole kernel).
-                bb = g * COG + oc0
-                nv = min(PW_MR, COG - oc0)
-                if nv == PW_MR and p0 == t * PW_PV and in_regs:
-                    # a full tile overlapping no other, an activation done in registers: straight out
-                    o = (n * COUT + bb) * P + p0
-                    _pw_store_row(acc, 0, bias[bb], res, has_res, lo, hi, of, o)
-                    _pw_store_row(acc, 32, bias[bb + 1], res, has_res, lo, hi, of, o + P)
-                    _pw_store_row(acc, 64, bias[bb + 2], res, has_res, lo, hi, of, o + 2 * P)
-                    _pw_store_row(acc, 96, bias[bb + 3], res, has_res, lo, hi, of, o + 3 * P)
-                    _pw_store_row(acc, 128, bias[bb + 4], res, has_res, lo, hi, of, o + 4 * P)
-                    _pw_store_row(acc, 160, bias[bb + 5], res, has_res, lo, hi, of, o + 5 * P)
-                    _pw_store_row(acc, 192, bias[bb + 6], res, has_res, lo, hi, of, o + 6 * P)
-                    _pw_store_row(acc, 224, bias[bb + 7], res, has_res, lo, hi, of, o + 7 * P)
-                    continue
-                # Otherwise stage with bias and activation applied, then store the valid rows.
-                # The activation must be applied before storing: overlapping tiles of other work
-                # items then store identical final values, so the overlap is race-free.
-                last = g * COG + COG - 1  # padded rows of the last block reuse a valid bias
-                b0 = bias[min(bb, last)]
-                b1 = bias[min(bb + 1, last)]
-                b2 = bias[min(bb + 2, last)]
-                b3 = bias[min(bb + 3, last)]
-                b4 = bias[min(bb + 4, last)]
-                b5 = bias[min(bb + 5, last)]
-                b6 = bias[min(bb + 6, last)]
-                b7 = bias[min(bb + 7, last)]
-                for v in range(PW_PV):
-                    stg[v] = acc[v] + b0
-                    stg[32 + v] = acc[32 + v] + b1
-                    stg[64 + v] = acc[64 + v] + b2
-                    stg[96 + v] = acc[96 + v] + b3
-                    stg[128 + v] = acc[128 + v] + b4
-                    stg[160 + v] = acc[160 + v] + b5
-                    stg[192 + v] = acc[192 + v] + b6
-                    stg[224 + v] = acc[224 + v] + b7
-                v0 = 0
-                if has_res:
-                    v0 = t * PW_PV - p0  # pixels before t * PW_PV belong to the previous tile
+                        stg[v] = acc[v] + b0
+                        if PW_MR > 1:
+                            stg[1 * PW_PV + v] = acc[1 * PW_PV + v] + b1
+                        if PW_MR > 2:
+                            stg[2 * PW_PV + v] = acc[2 * PW_PV + v] + b2
+                        if PW_MR > 3:
+                            stg[3 * PW_PV + v] = acc[3 * PW_PV + v] + b3
+                        if PW_MR > 4:
+                            stg[4 * PW_PV + v] = acc[4 * PW_PV + v] + b4
+                        if PW_MR > 5:
+                            stg[5 * PW_PV + v] = acc[5 * PW_PV + v] + b5
+                        if PW_MR > 6:
+                            stg[6 * PW_PV + v] = acc[6 * PW_PV + v] + b6
+                        if PW_MR > 7:
+                            stg[7 * PW_PV + v] = acc[7 * PW_PV + v] + b7
+                    v0 = 0
+                    if has_res:
+                        v0 = t * PW_PV - p0  # pixels before t * PW_PV belong to the previous tile
+                        for k in range(nv):
+                            o = (n * COUT + bb + k) * P + p0
+                            for v in range(v0, PW_PV):
+                                stg[k * PW_PV + v] += res[U(o + v)]
+                    if act != 0:
+                        act_range(stg, 0, PW_MR * PW_PV, act, act_a, act_b)
                     for k in range(nv):
                         o = (n * COUT + bb + k) * P + p0
                         for v in range(v0, PW_PV):
-                            stg[k * PW_PV + v] += res[U(o + v)]
-                if act != 0:
-                    act_range(stg, 0, PW_MR * PW_PV, act, act_a, act_b)
-                for k in range(nv):
-                    o = (n * COUT + bb + k) * P + p0
-                    for v in range(v0, PW_PV):
-                        of[U(o + v)] = stg[k * PW_PV + v]
+                            of[U(o + v)] = stg[k * PW_PV + v]
+
+    return conv2d_pointwise_kernel
+
+
+conv2d_pointwise_kernel = _make_pointwise_kernel(PW_MR, PW_PV)
 
 
 PAD_BAND_BYTES = 1 << 19  # the zero-bordered copy of a padded convolution's input is made this much at a time
@@ -626,169 +683,179 @@ def _pad_plane(xf, xoff, H, W, pt, pl, Hp, Wp, dst, doff):
             dst[U(o + q)] = zero
 
 
-DW_LANES = 16  # output columns per vector strip of the depthwise kernel
+DW_LANES = VECTOR_UNIT.depthwise_lanes  # output columns per vector strip of the depthwise kernel
 DW_ROWS = 8  # output rows accumulated together (share tap offsets and weight broadcasts)
 DW_CHUNKS = 16  # parallel chunks of (batch, group) items, each with its own scratch buffer
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
-def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b, out):
-    """Depthwise-style grouped convolution, parallel over (batch, group).
+def _make_depthwise_kernel(DW_LANES):
+    """``conv2d_depthwise_kernel`` with tiles of DW_ROWS rows x ``DW_LANES`` columns (a constant of the compiled
+    kernel: a closure cell, which Numba's cache keys on)."""
+    ACC = DW_ROWS * DW_LANES
 
-    x (N, C, H, W); w (COUT, C/G, KH, KW) unpacked; bias (COUT,); out (N, COUT, OH, OW).  Meant
-    for groups == C (any channel multiplier) and groups with very few channels.
+    @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
+    def conv2d_depthwise_kernel(x, w, bias, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b, out):
+        """Depthwise-style grouped convolution, parallel over (batch, group).
 
-    Each work item first copies its group's input planes into a private, zero-padded buffer (in
-    L1/L2) with the columns split into ``sw`` phases (column ``q*sw + ph`` goes to phase ``ph``,
-    position ``q``), so that for any stride the DW_LANES input values feeding DW_LANES adjacent
-    outputs are contiguous.  A tile is DW_ROWS rows x DW_LANES columns of one output channel;
-    the reduction runs over a table of tap offsets.  The last strip/row block overlaps the
-    previous one instead of running short; lanes past the plane read the buffer's slack and are
-    never stored.
-    """
-    N, C, H, W = x.shape
-    COUT, CG, KH, KW = w.shape
-    _, _, OH, OW = out.shape
-    G = C // CG
-    COG = COUT // G
-    Hp = H + pt + pb
-    Wp = W + pl + pr
-    Wq = (Wp + sw - 1) // sw  # width of one column phase
-    phase = Hp * Wq
-    plane = sw * phase  # buffer floats per input channel
-    R = CG * KH * KW
-    toff = np.empty(R, np.int64)
-    for ci in range(CG):
-        for kh in range(KH):
-            for kw in range(KW):
-                c = kw * dw
-                toff[(ci * KH + kh) * KW + kw] = ci * plane + (c % sw) * phase + kh * dh * Wq + c // sw
-    xf = x.reshape(-1)
-    wf = w.reshape(-1)
-    of = out.reshape(-1)
-    zero = np.float32(0.0)
-    nstrip = (OW + DW_LANES - 1) // DW_LANES
-    nrblk = (OH + DW_ROWS - 1) // DW_ROWS
-    rs = sh * Wq  # buffer distance between the inputs of two adjacent output rows
-    # Scratch: one buffer per chunk of work items.  Allocated here, outside the parallel loop, it
-    # reaches the loop body as an argument, which LLVM knows cannot alias the stack tile (a buffer
-    # allocated inside would keep the tile in memory).  Chunks rather than threads because
-    # ``numba.get_num_threads()`` cannot be cached.
-    nitems = N * G
-    nchunk = min(nitems, DW_CHUNKS)
-    # per column phase, the range [qa, qb) of positions holding input columns (outside: padding);
-    # computed once here -- integer divisions inside the row loop would dominate the copy
-    qa_ph = np.empty(sw, np.int64)
-    qb_ph = np.empty(sw, np.int64)
-    for ph in range(sw):
-        qa_ph[ph] = (pl - ph + sw - 1) // sw if pl > ph else 0
-        qb_ph[ph] = max(qa_ph[ph], min(Wq, (pl + W - ph + sw - 1) // sw))
-    pe = pl % 2
-    pl2 = pl // 2
-    pl2b = (pl + 1) // 2
-    # Tiles of a plane smaller than the tile read past the plane: slack, zeroed once.
-    slack = (DW_ROWS * sh + 1) * Wq + 2 * DW_LANES
-    scratch = np.empty((nchunk, CG * plane + slack), np.float32)
-    for chunk in prange(nchunk):
-        loc = scratch[chunk]
-        for q in range(CG * plane, CG * plane + slack):
-            loc[q] = zero
-        acc = stack_f32(128)  # DW_ROWS x DW_LANES
-        stg = stack_f32(128)
-        for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
-            n = item // G
-            g = item - n * G
-            # ---- fill the padded, phase-split copy of this group's input planes
-            for ci in range(CG):
-                xc = (n * C + g * CG + ci) * H * W
-                if sw == 1:
-                    _pad_plane(xf, xc, H, W, pt, pl, Hp, Wq, loc, ci * plane)
-                    continue
-                for r in range(Hp):
-                    o = ci * plane + r * Wq  # row r of phase 0; phase ph is ``ph * phase`` further
-                    ih = r - pt
-                    if ih < 0 or ih >= H:
-                        for ph in range(sw):
-                            for q in range(Wq):
-                                loc[U(o + ph * phase + q)] = zero
+        x (N, C, H, W); w (COUT, C/G, KH, KW) unpacked; bias (COUT,); out (N, COUT, OH, OW).  Meant
+        for groups == C (any channel multiplier) and groups with very few channels.
+
+        Each work item first copies its group's input planes into a private, zero-padded buffer (in
+        L1/L2) with the columns split into ``sw`` phases (column ``q*sw + ph`` goes to phase ``ph``,
+        position ``q``), so that for any stride the DW_LANES input values feeding DW_LANES adjacent
+        outputs are contiguous.  A tile is DW_ROWS rows x DW_LANES columns of one output channel;
+        the reduction runs over a table of tap offsets.  The last strip/row block overlaps the
+        previous one instead of running short; lanes past the plane read the buffer's slack and are
+        never stored.
+        """
+        N, C, H, W = x.shape
+        COUT, CG, KH, KW = w.shape
+        _, _, OH, OW = out.shape
+        G = C // CG
+        COG = COUT // G
+        Hp = H + pt + pb
+        Wp = W + pl + pr
+        Wq = (Wp + sw - 1) // sw  # width of one column phase
+        phase = Hp * Wq
+        plane = sw * phase  # buffer floats per input channel
+        R = CG * KH * KW
+        toff = np.empty(R, np.int64)
+        for ci in range(CG):
+            for kh in range(KH):
+                for kw in range(KW):
+                    c = kw * dw
+                    toff[(ci * KH + kh) * KW + kw] = ci * plane + (c % sw) * phase + kh * dh * Wq + c // sw
+        xf = x.reshape(-1)
+        wf = w.reshape(-1)
+        of = out.reshape(-1)
+        zero = np.float32(0.0)
+        nstrip = (OW + DW_LANES - 1) // DW_LANES
+        nrblk = (OH + DW_ROWS - 1) // DW_ROWS
+        rs = sh * Wq  # buffer distance between the inputs of two adjacent output rows
+        # Scratch: one buffer per chunk of work items.  Allocated here, outside the parallel loop, it
+        # reaches the loop body as an argument, which LLVM knows cannot alias the stack tile (a buffer
+        # allocated inside would keep the tile in memory).  Chunks rather than threads because
+        # ``numba.get_num_threads()`` cannot be cached.
+        nitems = N * G
+        nchunk = min(nitems, DW_CHUNKS)
+        # per column phase, the range [qa, qb) of positions holding input columns (outside: padding);
+        # computed once here -- integer divisions inside the row loop would dominate the copy
+        qa_ph = np.empty(sw, np.int64)
+        qb_ph = np.empty(sw, np.int64)
+        for ph in range(sw):
+            qa_ph[ph] = (pl - ph + sw - 1) // sw if pl > ph else 0
+            qb_ph[ph] = max(qa_ph[ph], min(Wq, (pl + W - ph + sw - 1) // sw))
+        pe = pl % 2
+        pl2 = pl // 2
+        pl2b = (pl + 1) // 2
+        # Tiles of a plane smaller than the tile read past the plane: slack, zeroed once.
+        slack = (DW_ROWS * sh + 1) * Wq + 2 * DW_LANES
+        scratch = np.empty((nchunk, CG * plane + slack), np.float32)
+        for chunk in prange(nchunk):
+            loc = scratch[chunk]
+            for q in range(CG * plane, CG * plane + slack):
+                loc[q] = zero
+            acc = stack_f32(ACC)  # DW_ROWS x DW_LANES
+            stg = stack_f32(ACC)
+            for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
+                n = item // G
+                g = item - n * G
+                # ---- fill the padded, phase-split copy of this group's input planes
+                for ci in range(CG):
+                    xc = (n * C + g * CG + ci) * H * W
+                    if sw == 1:
+                        _pad_plane(xf, xc, H, W, pt, pl, Hp, Wq, loc, ci * plane)
                         continue
-                    i = xc + ih * W
-                    for ph in range(sw):  # zero the padding columns: q outside [qa, qb)
-                        op = o + ph * phase
-                        for q in range(qa_ph[ph]):
-                            loc[U(op + q)] = zero
-                        for q in range(qb_ph[ph], Wq):
-                            loc[U(op + q)] = zero
-                    if sw == 2:
-                        # input columns in aligned pairs (2m, 2m+1): padded column 2m + pl lands in
-                        # phase pe at q = m + pl//2, column 2m + 1 + pl in phase 1 - pe at m + (pl+1)//2
-                        oe = o + pe * phase + pl2
-                        oo = o + (1 - pe) * phase + pl2b
-                        for m in range(W // 2):
-                            loc[U(oe + m)] = xf[U(i + 2 * m)]
-                            loc[U(oo + m)] = xf[U(i + 2 * m + 1)]
-                        if W % 2 == 1:
-                            loc[U(oe + W // 2)] = xf[U(i + W - 1)]
-                    else:
-                        for iw in range(W):
-                            c = iw + pl
-                            loc[U(o + (c % sw) * phase + c // sw)] = xf[U(i + iw)]
-            # ---- convolve
-            for j in range(COG):
-                oc = g * COG + j
-                bv = bias[oc]
-                wo = oc * R
-                obase = (n * COUT + oc) * OH * OW
-                for rb in range(nrblk):
-                    oh0 = rb * DW_ROWS
-                    if oh0 + DW_ROWS > OH:
-                        oh0 = max(OH - DW_ROWS, 0)  # overlap the previous block
-                    for s in range(nstrip):
-                        c0 = s * DW_LANES
-                        if OW >= DW_LANES and c0 + DW_LANES > OW:
-                            c0 = OW - DW_LANES  # overlap the previous strip
-                        base = oh0 * rs + c0
-                        for i in range(DW_ROWS * DW_LANES):
-                            acc[i] = bv
-                        for r in range(R):
-                            wv = wf[U(wo + r)]
-                            o = base + toff[r]
-                            for i in range(DW_LANES):
-                                acc[i] += wv * loc[U(o + i)]
-                                acc[16 + i] += wv * loc[U(o + rs + i)]
-                                acc[32 + i] += wv * loc[U(o + 2 * rs + i)]
-                                acc[48 + i] += wv * loc[U(o + 3 * rs + i)]
-                                acc[64 + i] += wv * loc[U(o + 4 * rs + i)]
-                                acc[80 + i] += wv * loc[U(o + 5 * rs + i)]
-                                acc[96 + i] += wv * loc[U(o + 6 * rs + i)]
-                                acc[112 + i] += wv * loc[U(o + 7 * rs + i)]
-                        ob = obase + oh0 * OW + c0
-                        if OW >= DW_LANES and OH >= DW_ROWS:
-                            # full tile: one loop per row, each a single vector store
-                            for i in range(DW_LANES):
-                                of[U(ob + i)] = acc[i]
-                            for i in range(DW_LANES):
-                                of[U(ob + OW + i)] = acc[16 + i]
-                            for i in range(DW_LANES):
-                                of[U(ob + 2 * OW + i)] = acc[32 + i]
-                            for i in range(DW_LANES):
-                                of[U(ob + 3 * OW + i)] = acc[48 + i]
-                            for i in range(DW_LANES):
-                                of[U(ob + 4 * OW + i)] = acc[64 + i]
-                            for i in range(DW_LANES):
-                                of[U(ob + 5 * OW + i)] = acc[80 + i]
-                            for i in range(DW_LANES):
-                                of[U(ob + 6 * OW + i)] = acc[96 + i]
-                            for i in range(DW_LANES):
-                                of[U(ob + 7 * OW + i)] = acc[112 + i]
+                    for r in range(Hp):
+                        o = ci * plane + r * Wq  # row r of phase 0; phase ph is ``ph * phase`` further
+                        ih = r - pt
+                        if ih < 0 or ih >= H:
+                            for ph in range(sw):
+                                for q in range(Wq):
+                                    loc[U(o + ph * phase + q)] = zero
+                            continue
+                        i = xc + ih * W
+                        for ph in range(sw):  # zero the padding columns: q outside [qa, qb)
+                            op = o + ph * phase
+                            for q in range(qa_ph[ph]):
+                                loc[U(op + q)] = zero
+                            for q in range(qb_ph[ph], Wq):
+                                loc[U(op + q)] = zero
+                        if sw == 2:
+                            # input columns in aligned pairs (2m, 2m+1): padded column 2m + pl lands in
+                            # phase pe at q = m + pl//2, column 2m + 1 + pl in phase 1 - pe at m + (pl+1)//2
+                            oe = o + pe * phase + pl2
+                            oo = o + (1 - pe) * phase + pl2b
+                            for m in range(W // 2):
+                                loc[U(oe + m)] = xf[U(i + 2 * m)]
+                                loc[U(oo + m)] = xf[U(i + 2 * m + 1)]
+                            if W % 2 == 1:
+                                loc[U(oe + W // 2)] = xf[U(i + W - 1)]
                         else:
-                            # small plane: stage the tile so that ``acc`` is only ever indexed by
-                            # constants (a variable-length loop over it keeps it out of registers)
+                            for iw in range(W):
+                                c = iw + pl
+                                loc[U(o + (c % sw) * phase + c // sw)] = xf[U(i + iw)]
+                # ---- convolve
+                for j in range(COG):
+                    oc = g * COG + j
+                    bv = bias[oc]
+                    wo = oc * R
+                    obase = (n * COUT + oc) * OH * OW
+                    for rb in range(nrblk):
+                        oh0 = rb * DW_ROWS
+                        if oh0 + DW_ROWS > OH:
+                            oh0 = max(OH - DW_ROWS, 0)  # overlap the previous block
+                        for s in range(nstrip):
+                            c0 = s * DW_LANES
+                            if OW >= DW_LANES and c0 + DW_LANES > OW:
+                                c0 = OW - DW_LANES  # overlap the previous strip
+                            base = oh0 * rs + c0
                             for i in range(DW_ROWS * DW_LANES):
-                                stg[i] = acc[i]
-                            nw = min(OW, DW_LANES)
-                            for k in range(min(OH, DW_ROWS)):
-                                for i in range(nw):
-                                    of[U(ob + k * OW + i)] = stg[k * DW_LANES + i]
-                if act != 0:
-                    act_range(of, obase, OH * OW, act, act_a, act_b)
+                                acc[i] = bv
+                            for r in range(R):
+                                wv = wf[U(wo + r)]
+                                o = base + toff[r]
+                                for i in range(DW_LANES):
+                                    acc[i] += wv * loc[U(o + i)]
+                                    acc[1 * DW_LANES + i] += wv * loc[U(o + rs + i)]
+                                    acc[2 * DW_LANES + i] += wv * loc[U(o + 2 * rs + i)]
+                                    acc[3 * DW_LANES + i] += wv * loc[U(o + 3 * rs + i)]
+                                    acc[4 * DW_LANES + i] += wv * loc[U(o + 4 * rs + i)]
+                                    acc[5 * DW_LANES + i] += wv * loc[U(o + 5 * rs + i)]
+                                    acc[6 * DW_LANES + i] += wv * loc[U(o + 6 * rs + i)]
+                                    acc[7 * DW_LANES + i] += wv * loc[U(o + 7 * rs + i)]
+                            ob = obase + oh0 * OW + c0
+                            if OW >= DW_LANES and OH >= DW_ROWS:
+                                # full tile: one loop per row, each a single vector store
+                                for i in range(DW_LANES):
+                                    of[U(ob + i)] = acc[i]
+                                for i in range(DW_LANES):
+                                    of[U(ob + OW + i)] = acc[1 * DW_LANES + i]
+                                for i in range(DW_LANES):
+                                    of[U(ob + 2 * OW + i)] = acc[2 * DW_LANES + i]
+                                for i in range(DW_LANES):
+                                    of[U(ob + 3 * OW + i)] = acc[3 * DW_LANES + i]
+                                for i in range(DW_LANES):
+                                    of[U(ob + 4 * OW + i)] = acc[4 * DW_LANES + i]
+                                for i in range(DW_LANES):
+                                    of[U(ob + 5 * OW + i)] = acc[5 * DW_LANES + i]
+                                for i in range(DW_LANES):
+                                    of[U(ob + 6 * OW + i)] = acc[6 * DW_LANES + i]
+                                for i in range(DW_LANES):
+                                    of[U(ob + 7 * OW + i)] = acc[7 * DW_LANES + i]
+                            else:
+                                # small plane: stage the tile so that ``acc`` is only ever indexed by
+                                # constants (a variable-length loop over it keeps it out of registers)
+                                for i in range(DW_ROWS * DW_LANES):
+                                    stg[i] = acc[i]
+                                nw = min(OW, DW_LANES)
+                                for k in range(min(OH, DW_ROWS)):
+                                    for i in range(nw):
+                                        of[U(ob + k * OW + i)] = stg[k * DW_LANES + i]
+                    if act != 0:
+                        act_range(of, obase, OH * OW, act, act_a, act_b)
+
+    return conv2d_depthwise_kernel
+
+
+conv2d_depthwise_kernel = _make_depthwise_kernel(DW_LANES)
