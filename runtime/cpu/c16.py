@@ -20,11 +20,12 @@ from numba import prange
 
 from ._act import ACT_NONE, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
+from .isa import VECTOR_UNIT
 from .pool import inside_taps
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 C16 = 16
-DW_TP = 8  # output pixels per register tile of the depthwise kernel (8 vectors of 16 channels)
+DW_TP = VECTOR_UNIT.c16_depthwise_pixels  # output pixels per register tile of the depthwise kernel
 DW_ROWS = 8  # output rows per work item of the depthwise kernel
 DW_CHUNKS = 16  # parallel chunks of work items, each with its own row buffer
 _FM = {"contract"}
@@ -59,8 +60,8 @@ def pack_depthwise(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
-def _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb):
-    """acc (DW_TP x 16) += the taps of rows [kh_lo, kh_hi): tap (kh, kw) of pixel t is the 16 channels at
+def _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, TPX):
+    """acc (TPX x 16, TPX at most 8) += the taps of rows [kh_lo, kh_hi): tap (kh, kw) of pixel t is the 16 channels at
     ``src[base + kh * rstride + kw * kstride + t * cstride]``. Called with literal ``KW``, ``cstride`` and
     ``kstride`` for the common shapes: LLVM then unrolls the taps of a row and loads each input vector
     once for all the (pixel, tap) pairs that read it, instead of once per pair."""
@@ -73,44 +74,51 @@ def _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb
             for j in range(C16):
                 wj = wf[U(wo + j)]
                 acc[j] += src[U(b0 + j)] * wj
-                acc[16 + j] += src[U(b0 + cstride + j)] * wj
-                acc[32 + j] += src[U(b0 + 2 * cstride + j)] * wj
-                acc[48 + j] += src[U(b0 + 3 * cstride + j)] * wj
-                acc[64 + j] += src[U(b0 + 4 * cstride + j)] * wj
-                acc[80 + j] += src[U(b0 + 5 * cstride + j)] * wj
-                acc[96 + j] += src[U(b0 + 6 * cstride + j)] * wj
-                acc[112 + j] += src[U(b0 + 7 * cstride + j)] * wj
+                if TPX > 1:
+                    acc[16 + j] += src[U(b0 + cstride + j)] * wj
+                if TPX > 2:
+                    acc[32 + j] += src[U(b0 + 2 * cstride + j)] * wj
+                if TPX > 3:
+                    acc[48 + j] += src[U(b0 + 3 * cstride + j)] * wj
+                if TPX > 4:
+                    acc[64 + j] += src[U(b0 + 4 * cstride + j)] * wj
+                if TPX > 5:
+                    acc[80 + j] += src[U(b0 + 5 * cstride + j)] * wj
+                if TPX > 6:
+                    acc[96 + j] += src[U(b0 + 6 * cstride + j)] * wj
+                if TPX > 7:
+                    acc[112 + j] += src[U(b0 + 7 * cstride + j)] * wj
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
 def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bias16, bb, act, act_a, act_b,
-             lo, hi, in_regs, out, o, npix):
-    """One depthwise tile: DW_TP output pixels x 16 channels, eight independent accumulators (see
+             lo, hi, in_regs, out, o, npix, TPX):
+    """One depthwise tile: TPX (a constant where inlined) output pixels x 16 channels, TPX independent accumulators (see
     ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. Bias, taps and the activation
     (``register_clamp``'s lo, hi, in_regs) stay in registers; the first ``npix`` pixels are stored at
     ``out[o:]``."""
     acc = stack_f32(128)
-    for t in range(DW_TP):
+    for t in range(TPX):
         for j in range(C16):
             acc[t * C16 + j] = bias16[bb + j]
     if KW == 3 and kstride == C16 and cstride == C16:
-        _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 3, wf, wb)
+        _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
     elif KW == 3 and kstride == C16 and cstride == 2 * C16:
-        _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 3, wf, wb)
+        _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
     elif KW == 5 and kstride == C16 and cstride == C16:
-        _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 5, wf, wb)
+        _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 5, wf, wb, TPX)
     elif KW == 5 and kstride == C16 and cstride == 2 * C16:
-        _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 5, wf, wb)
+        _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 5, wf, wb, TPX)
     else:
-        _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb)
-    if npix == DW_TP:
-        for j in range(DW_TP * C16):
+        _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, TPX)
+    if npix == TPX:
+        for j in range(TPX * C16):
             out[U(o + j)] = clamp_f32(acc[j], lo, hi)
         if in_regs:
             return
     else:  # stage, so that ``acc`` is only indexed by constants
         stg = stack_f32(128)
-        for j in range(DW_TP * C16):
+        for j in range(TPX * C16):
             stg[j] = acc[j]
         for j in range(npix * C16):
             out[U(o + j)] = stg[j]
@@ -118,75 +126,84 @@ def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bia
         act_range(out, o, npix * C16, act, act_a, act_b)
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
-def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out, OH, OW):
-    """Depthwise convolution (one input channel per output channel) of c16 ``x`` (flat (N, CB, H, W, 16))
-    into c16 ``out`` (flat (N, CB, OH, OW, 16)); ``w16`` (CB, KH, KW, 16), ``bias16`` (CB * 16).
+def _make_depthwise_c16_kernel(DW_TP):
+    """``depthwise_c16_kernel`` with tiles of ``DW_TP`` (at most 8) output pixels, a constant of the compiled
+    kernel (a closure cell, which Numba's cache keys on)."""
 
-    Work items are (sample, channel block, DW_ROWS output rows); every output row runs in tiles of DW_TP
-    pixels (the last overlaps the one before it; planes narrower than a tile store only their pixels).
-    A tile whose input columns lie inside the plane reads the input where it is, skipping the taps of
-    rows above or below the plane; only a tile that reaches into the left or right padding first copies
-    the few columns it reads into a small zero-bordered buffer. (Copying whole padded rows cost as much
-    as the arithmetic for stride 2.)
-    """
-    CB, KH, KW, _ = w16.shape
-    N = x.size // (CB * C16 * H * W)
-    wf = w16.reshape(-1)
-    zero = np.float32(0.0)
-    lo, hi, in_regs = register_clamp(act)
-    tiles = (OW + DW_TP - 1) // DW_TP
-    span = (DW_TP - 1) * sw + (KW - 1) * dw + 1  # input columns a tile reads
-    nrb = (OH + DW_ROWS - 1) // DW_ROWS
-    nitems = N * CB * nrb
-    nchunk = min(nitems, DW_CHUNKS)
-    # One edge buffer per chunk of items, allocated here so the loop body cannot alias it with the tile.
-    scratch = np.empty((nchunk, KH * span * C16), np.float32)
-    for chunk in prange(nchunk):
-        buf = scratch[chunk]
-        for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
-            rb = item % nrb
-            rest = item // nrb
-            cb = rest % CB
-            n = rest // CB
-            oh0 = rb * DW_ROWS
-            if oh0 + DW_ROWS > OH:
-                oh0 = max(OH - DW_ROWS, 0)  # overlap the previous block
-            xb = (n * CB + cb) * H * W * C16
-            wb = cb * KH * KW * C16
-            for oh in range(oh0, min(oh0 + DW_ROWS, OH)):
-                ih0 = oh * sh - pt
-                kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
-                ob = ((n * CB + cb) * OH + oh) * OW * C16
-                for tile in range(tiles):
-                    ow0 = tile * DW_TP
-                    if ow0 + DW_TP > OW and OW >= DW_TP:
-                        ow0 = OW - DW_TP
-                    npix = min(DW_TP, OW - ow0)
-                    iw0 = ow0 * sw - pl
-                    base = xb + (ih0 * W + iw0) * C16
-                    # Read in place when the tile's pixels read inside the plane's rows. A tile narrower
-                    # than DW_TP (planes under DW_TP wide) computes its unused pixels from whatever follows
-                    # the row, provided that lies inside ``x``; their results are never stored.
-                    last = iw0 + (npix - 1) * sw + (KW - 1) * dw + 1  # one past the last column used
-                    if iw0 >= 0 and last <= W and (npix == DW_TP or kh_hi <= kh_lo or base + (kh_hi - 1) * dh * W * C16
-                                                   + (DW_TP - 1) * sw * C16 + (KW - 1) * dw * C16 + C16 <= x.size):
-                        _dw_tile(x, base, dh * W * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16,
-                                 cb * C16, act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix)
-                        continue
-                    for kh in range(kh_lo, kh_hi):  # the columns this tile reads, zero outside the plane
-                        src = xb + (ih0 + kh * dh) * W * C16
-                        for c in range(span):
-                            iw = iw0 + c
-                            d = (kh * span + c) * C16
-                            if iw < 0 or iw >= W:
-                                for j in range(C16):
-                                    buf[U(d + j)] = zero
-                            else:
-                                for j in range(C16):
-                                    buf[U(d + j)] = x[U(src + iw * C16 + j)]
-                    _dw_tile(buf, 0, span * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16, cb * C16,
-                             act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix)
+    @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
+    def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out, OH, OW):
+        """Depthwise convolution (one input channel per output channel) of c16 ``x`` (flat (N, CB, H, W, 16))
+        into c16 ``out`` (flat (N, CB, OH, OW, 16)); ``w16`` (CB, KH, KW, 16), ``bias16`` (CB * 16).
+
+        Work items are (sample, channel block, DW_ROWS output rows); every output row runs in tiles of DW_TP
+        pixels (the last overlaps the one before it; planes narrower than a tile store only their pixels).
+        A tile whose input columns lie inside the plane reads the input where it is, skipping the taps of
+        rows above or below the plane; only a tile that reaches into the left or right padding first copies
+        the few columns it reads into a small zero-bordered buffer. (Copying whole padded rows cost as much
+        as the arithmetic for stride 2.)
+        """
+        CB, KH, KW, _ = w16.shape
+        N = x.size // (CB * C16 * H * W)
+        wf = w16.reshape(-1)
+        zero = np.float32(0.0)
+        lo, hi, in_regs = register_clamp(act)
+        tiles = (OW + DW_TP - 1) // DW_TP
+        span = (DW_TP - 1) * sw + (KW - 1) * dw + 1  # input columns a tile reads
+        nrb = (OH + DW_ROWS - 1) // DW_ROWS
+        nitems = N * CB * nrb
+        nchunk = min(nitems, DW_CHUNKS)
+        # One edge buffer per chunk of items, allocated here so the loop body cannot alias it with the tile.
+        scratch = np.empty((nchunk, KH * span * C16), np.float32)
+        for chunk in prange(nchunk):
+            buf = scratch[chunk]
+            for item in range(chunk * nitems // nchunk, (chunk + 1) * nitems // nchunk):
+                rb = item % nrb
+                rest = item // nrb
+                cb = rest % CB
+                n = rest // CB
+                oh0 = rb * DW_ROWS
+                if oh0 + DW_ROWS > OH:
+                    oh0 = max(OH - DW_ROWS, 0)  # overlap the previous block
+                xb = (n * CB + cb) * H * W * C16
+                wb = cb * KH * KW * C16
+                for oh in range(oh0, min(oh0 + DW_ROWS, OH)):
+                    ih0 = oh * sh - pt
+                    kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
+                    ob = ((n * CB + cb) * OH + oh) * OW * C16
+                    for tile in range(tiles):
+                        ow0 = tile * DW_TP
+                        if ow0 + DW_TP > OW and OW >= DW_TP:
+                            ow0 = OW - DW_TP
+                        npix = min(DW_TP, OW - ow0)
+                        iw0 = ow0 * sw - pl
+                        base = xb + (ih0 * W + iw0) * C16
+                        # Read in place when the tile's pixels read inside the plane's rows. A tile narrower
+                        # than DW_TP (planes under DW_TP wide) computes its unused pixels from whatever follows
+                        # the row, provided that lies inside ``x``; their results are never stored.
+                        last = iw0 + (npix - 1) * sw + (KW - 1) * dw + 1  # one past the last column used
+                        if iw0 >= 0 and last <= W and (npix == DW_TP or kh_hi <= kh_lo or base + (kh_hi - 1) * dh * W * C16
+                                                       + (DW_TP - 1) * sw * C16 + (KW - 1) * dw * C16 + C16 <= x.size):
+                            _dw_tile(x, base, dh * W * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16,
+                                     cb * C16, act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix, DW_TP)
+                            continue
+                        for kh in range(kh_lo, kh_hi):  # the columns this tile reads, zero outside the plane
+                            src = xb + (ih0 + kh * dh) * W * C16
+                            for c in range(span):
+                                iw = iw0 + c
+                                d = (kh * span + c) * C16
+                                if iw < 0 or iw >= W:
+                                    for j in range(C16):
+                                        buf[U(d + j)] = zero
+                                else:
+                                    for j in range(C16):
+                                        buf[U(d + j)] = x[U(src + iw * C16 + j)]
+                        _dw_tile(buf, 0, span * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16, cb * C16,
+                                 act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix, DW_TP)
+
+    return depthwise_c16_kernel
+
+
+depthwise_c16_kernel = _make_depthwise_c16_kernel(DW_TP)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

@@ -42,13 +42,14 @@ class VectorUnit:
     conv_tile_pixels: int  # blocked convolution: output pixels per register tile (x 32 output channels)
     pointwise_tile: tuple[int, int]  # pointwise convolution: (output channels, pixels) per register tile
     depthwise_lanes: int  # plain-layout depthwise convolution: output columns per accumulator row
+    c16_depthwise_pixels: int  # channel-blocked depthwise convolution: output pixels (x 16 channels) per tile
 
 
 # Tile sizes measured here (see the README): each one the fastest of those tried for its unit, with
 # Numba compiling for that unit (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) on this AMD Zen 5 machine.
-AVX512 = VectorUnit("avx512", "AVX-512", 512, 32, 7, (8, 32), 16)
-AVX512_YMM = VectorUnit("avx512-ymm", "AVX-512 (256-bit vectors)", 256, 32, 5, (4, 32), 16)
-AVX2 = VectorUnit("avx2", "AVX2", 256, 16, 3, (3, 32), 8)
+AVX512 = VectorUnit("avx512", "AVX-512", 512, 32, 7, (8, 32), 16, 8)
+AVX512_YMM = VectorUnit("avx512-ymm", "AVX-512 (256-bit vectors)", 256, 32, 5, (4, 32), 16, 8)
+AVX2 = VectorUnit("avx2", "AVX2", 256, 16, 3, (3, 32), 8, 4)
 
 
 def target_cpu() -> tuple[str, str]:

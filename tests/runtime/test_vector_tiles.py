@@ -35,6 +35,7 @@ def tiles(request):
         "blocked": cpu_conv._make_blocked_core(cpu_conv.OCB, unit.conv_tile_pixels),
         "pointwise": cpu_conv._make_pointwise_kernel(*unit.pointwise_tile),
         "depthwise": cpu_conv._make_depthwise_kernel(unit.depthwise_lanes),
+        "c16_depthwise": cpu_c16._make_depthwise_c16_kernel(unit.c16_depthwise_pixels),
     }
 
 
@@ -164,6 +165,30 @@ def test_depthwise_convolution_tiles(tiles, n, c, h, w, mult, k, stride, pads, d
 
 
 @pytest.mark.parametrize(
+    "n,c,h,w,k,stride,pad,act",
+    [
+        pytest.param(1, 32, 6, 19, 3, 1, 1, "relu6", id="3x3-rows-not-whole-tiles"),
+        pytest.param(2, 24, 9, 9, 3, 2, 1, "identity", id="stride2-partial-channel-block"),
+        pytest.param(1, 16, 7, 11, 5, 2, 2, "silu", id="5x5-stride2-staged-activation"),
+        pytest.param(1, 16, 5, 3, 3, 1, 1, "relu", id="plane-narrower-than-a-tile"),
+    ],
+)
+def test_channel_blocked_depthwise_tiles(tiles, n, c, h, w, k, stride, pad, act):
+    x = rand(n, c, h, w, scale=4.0)
+    wt = rand(c, 1, k, k)
+    bias = rand(c)
+    y = _ort_conv(x, wt, bias, (stride, stride), (pad,) * 4, groups=c)
+    ref = {"identity": y, "relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 6), "silu": y / (1 + np.exp(-y))}[act]
+    w16, b16 = cpu_c16.pack_depthwise(wt, bias)
+    oh, ow = ref.shape[2:]
+    out = np.full((n, cpu_c16.blocks(c), oh, ow, 16), np.nan, np.float32)
+    tiles["c16_depthwise"](cpu_c16.to_c16(x).reshape(-1), h, w, w16, b16, stride, stride, pad, pad, 1, 1,
+                           ACTIVATIONS[act], 0.0, 0.0, out.reshape(-1), oh, ow)
+    assert np.isfinite(out).all()  # padding lanes written too
+    assert_close(cpu_c16.from_c16(out, c), ref)
+
+
+@pytest.mark.parametrize(
     "cpu_name,features,expected",
     [
         ("znver5", "+avx,+avx2,+fma,+avx512f,+avx512vl,+avx512bw", isa.AVX512),
@@ -187,10 +212,11 @@ def test_vector_unit_from_the_compile_target(cpu_name, features, expected):
 )
 def test_a_process_builds_the_tiles_of_the_target_numba_compiles_for(env, expected):
     """The kernels' tile sizes follow NUMBA_CPU_NAME / NUMBA_CPU_FEATURES (no kernel is compiled here)."""
-    probe = ("from cnnc.runtime.cpu import conv, isa; "
-             "print(isa.VECTOR_UNIT.name, conv.TP, conv.PW_MR, conv.PW_PV, conv.DW_LANES, sep='|')")
+    probe = ("from cnnc.runtime.cpu import c16, conv, isa; "
+             "print(isa.VECTOR_UNIT.name, conv.TP, conv.PW_MR, conv.PW_PV, conv.DW_LANES, c16.DW_TP, sep='|')")
     done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().split("|") == [expected.name, str(expected.conv_tile_pixels),
-                                              *map(str, expected.pointwise_tile), str(expected.depthwise_lanes)]
+                                              *map(str, expected.pointwise_tile), str(expected.depthwise_lanes),
+                                              str(expected.c16_depthwise_pixels)]
