@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import llvmlite.binding as ll
 from numba.core import config
+from numba.core.codegen import get_host_cpu_features
 
 # LLVM's x86 processor models tuned to prefer 256-bit vectors although they have AVX-512 (Intel's
 # server and client cores since Skylake-SP): on them the loop vectoriser emits ymm code.
@@ -56,8 +57,8 @@ def target_cpu() -> tuple[str, str]:
     """(CPU name, feature string) that Numba compiles for, as Numba's own code generator works them out."""
     name = config.CPU_NAME or ll.get_host_cpu_name()
     features = config.CPU_FEATURES
-    if features is None:
-        features = ll.get_host_cpu_features().flatten()
+    if features is None:  # Numba's own reading of the host (it honours NUMBA_ENABLE_AVX)
+        features = get_host_cpu_features()
     return name, features
 
 

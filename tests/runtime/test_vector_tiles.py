@@ -208,6 +208,7 @@ def test_vector_unit_from_the_compile_target(cpu_name, features, expected):
     [
         ({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma"}, isa.AVX2),
         ({"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": "+avx2,+fma,+avx512f,+avx512vl"}, isa.AVX512_YMM),
+        ({"NUMBA_ENABLE_AVX": "0"}, isa.AVX2),  # Numba's switch that takes every AVX feature off the host's
     ],
 )
 def test_a_process_builds_the_tiles_of_the_target_numba_compiles_for(env, expected):
