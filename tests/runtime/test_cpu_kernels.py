@@ -129,6 +129,13 @@ def test_conv_strategy_selection(wshape, groups, stride, pads, out_hw, expected)
     assert cpu.conv_strategy(wshape, groups, stride, pads, out_hw) == expected
 
 
+@pytest.mark.parametrize("out_hw,residual,expected", [
+    ((14, 14), False, "blocked"), ((14, 14), True, "pointwise"), ((7, 7), True, "blocked"), ((20, 20), False, "pointwise"),
+])
+def test_conv_strategy_a_residual_takes_the_pointwise_kernel_on_smaller_planes(out_hw, residual, expected):
+    assert cpu.conv_strategy((1024, 256, 1, 1), 1, (1, 1), (0, 0, 0, 0), out_hw, residual) == expected
+
+
 @pytest.mark.parametrize("n,c,h,w,cout,k,stride,pads,dil,groups", CONV_CASES)
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 def test_conv2d(n, c, h, w, cout, k, stride, pads, dil, groups, with_bias):
