@@ -23,7 +23,7 @@ from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
 from .executor import PlanError
 from .memory import (VIEW_OPS, MemoryLimitError, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner,
-                     storage_shape, tensor_halos)
+                     storage_shape, tensor_halos, workspace_key)
 
 
 def _f32(a) -> np.ndarray:
@@ -133,7 +133,9 @@ class CpuProgram:
         # inputs as channel slices of the concat's buffer; a slice of a batch is not contiguous (its samples
         # lie a whole buffer apart), so that plan serves batches of one, and larger batches use the same
         # plan with the concatenations copying (a per-sample loop would starve the threads).
-        memory = plan.get("memory") or plan_memory(plan)
+        memory = plan.get("memory")
+        if memory is None or "workspace" not in memory:  # none, or planned before steps had workspaces
+            memory = plan_memory(plan)
         self.modes = {True: _Placement(memory)}
         self.modes[False] = _Placement(plan_memory(plan, concat_in_place=False)) if memory.get("slices") \
             else self.modes[True]
@@ -175,9 +177,10 @@ class CpuProgram:
         if op == "conv":
             conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
             conv.prepare((1, *self.shapes[step["inputs"][0]]), bool(a.get("residual")))
+            # `scratch`: the step's workspace in the arena (Winograd), or None (allocated by the kernel)
             if a.get("residual"):
-                return lambda xs, out, scratch: conv.run(xs[0], out, xs[1])
-            return lambda xs, out, scratch: conv.run(xs[0], out)
+                return lambda xs, out, scratch: conv.run(xs[0], out, xs[1], scratch)
+            return lambda xs, out, scratch: conv.run(xs[0], out, None, scratch)
         if op == "conv_transpose":
             convt = ConvTransposePlan(weight, bias, a["stride"], a["pads"], a["output_padding"],
                                       a["dilation"], a["groups"], *act)
@@ -330,11 +333,14 @@ class CpuProgram:
         arena = np.empty(mode.arena_per_sample * n, np.float32)
         views = {}
         for t, off in mode.offsets.items():
+            if t in mode.workspace_of:  # a step's workspace (Winograd), flat
+                views[t] = arena[off * n: (off + mode.workspace_of[t]) * n]
+                continue
             size = math.prod(self.storage[t])
             views[t] = arena[off * n: (off + size) * n].reshape(n, *self.storage[t])
         for t, (buf, off) in mode.slices.items():  # batches of one: contiguous channel slices
             views[t] = views[buf][:, off:off + self.shapes[t][0]]
-        scratch = {}
+        scratch = {out: views[workspace_key(out)] for out in mode.workspace}
         for out_name, (gemm, in_shape) in self._scratch_shapes.items():
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)
         runners = self.runners if n == 1 else self.copying_runners
@@ -410,3 +416,5 @@ class _Placement:
         self.slices = {t: slice_of(memory, t) for t in memory.get("slices", {})}
         self.offsets = dict(memory["offsets"])
         self.arena_per_sample = int(memory["per_sample"])
+        self.workspace = dict(memory.get("workspace", {}))  # step output -> workspace floats per sample
+        self.workspace_of = {workspace_key(out): floats for out, floats in self.workspace.items()}

@@ -108,12 +108,13 @@ class CudaProgram:
         self.input_names = [i["name"] for i in plan["inputs"]]
         self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
         memory = plan.get("memory") or plan_memory(plan)
-        if memory.get("slices") or blocked_tensors(plan) or _conv_over_input(plan, memory):
+        if memory.get("slices") or blocked_tensors(plan) or _conv_over_input(plan, memory) or memory.get("workspace"):
             # A channel slice of a batched buffer is strided across the samples, and these kernels take
             # every tensor as one contiguous range: re-plan the arena with concatenations copying instead.
             # Likewise channel-blocked storage (the layout pass): these kernels keep every tensor plain; and
-            # a convolution written over its own input (the CPU's banded kernel): these read it while storing.
-            memory = plan_memory(plan, concat_in_place=False, layouts=False, conv_in_place=False)
+            # a convolution written over its own input (the CPU's banded kernel): these read it while storing;
+            # and the CPU's Winograd workspaces, which these kernels do not use.
+            memory = plan_memory(plan, concat_in_place=False, layouts=False, conv_in_place=False, workspaces=False)
         # the tensor that owns each tensor's storage: itself, what it is a view of, or the buffer it was
         # planned over (in place)
         self.root: dict[str, str] = {t: storage_owner(memory, t) for t in self.shapes}

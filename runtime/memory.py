@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .winograd_plan import step_workspace
+
 # Ops whose output is a view of their input's storage (no copy, no buffer of their own).
 VIEW_OPS = frozenset({"flatten", "reshape", "identity", "dropout"})
 
@@ -162,14 +164,17 @@ def storage_size(shape, blocked: bool, halo=(0, 0, 0, 0)) -> int:
     return math.prod(storage_shape(shape, blocked, halo))
 
 
-def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, conv_in_place: bool = True) -> dict:
+def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, conv_in_place: bool = True,
+                workspaces: bool = True) -> dict:
     """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
     tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
     buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
     size without reuse. Network inputs live outside the arena (the caller's arrays) and are never
     written over. `layouts`: size channel-blocked tensors padded (False: a target that stores every tensor
     plain). `conv_in_place`: let convolutions write over their input where the CPU kernel can
-    (`banded_in_place`; False: a target whose kernels cannot)."""
+    (`banded_in_place`; False: a target whose kernels cannot). `workspaces`: give each step that needs one
+    (`winograd_plan.step_workspace`) a workspace in the arena, alive during that step only (`workspace`:
+    step output -> floats per sample; offsets under `workspace_key(output)`); False: a target without."""
     blocked = blocked_tensors(plan) if layouts else set()
     halos = tensor_halos(plan) if layouts else {}
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
@@ -195,7 +200,7 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, 
         if step["op"] in VIEW_OPS or out in shared:
             continue
         banded = conv_in_place and step["op"] == "conv" and banded_in_place(step, shapes) and not (
-            {step["inputs"][0], out} & blocked)
+            {step["inputs"][0], out} & blocked) and not (workspaces and step_workspace(step, shapes))
         for cand in in_place_candidates(step, banded):
             base = view_owner(cand)
             if step["op"] == "conv" and base == view_owner(step["inputs"][0]) and not banded:
@@ -211,9 +216,21 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, 
     outs = [owner(o["tensor"]) for o in plan["outputs"]]
     intervals = [iv for iv in lifetimes(steps, inputs, outs, {t: sizes[t] for t in owners})
                  if iv.name not in inputs]
+    workspace = {}
+    if workspaces:
+        for i, step in enumerate(plan["steps"]):
+            floats = step_workspace(step, shapes)
+            if floats:  # alive during its step only: apart from the step's inputs and output
+                workspace[step["output"]] = floats
+                intervals.append(Interval(workspace_key(step["output"]), floats, i, i))
     offsets, total = plan_arena(intervals)
     no_reuse = sum(sizes[s["output"]] for s in plan["steps"] if s["op"] not in VIEW_OPS)
-    return {**memory, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse}
+    return {**memory, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse, "workspace": workspace}
+
+
+def workspace_key(output: str) -> str:
+    """The arena entry of the workspace of the step that writes `output`."""
+    return f"{output}#workspace"
 
 
 def storage_owner(memory: dict, tensor: str) -> str:

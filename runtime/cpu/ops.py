@@ -18,7 +18,9 @@ import numpy as np
 from .._args import pads4 as _pads4
 from .._args import pair as _pair
 
+from .. import winograd_plan as _wino_plan
 from . import conv as _conv
+from . import winograd as _wino
 from . import eltwise as _elt
 from . import pool as _pool
 from . import tensor as _ten
@@ -128,8 +130,9 @@ _NO_RESIDUAL = np.empty(0, np.float32)
 
 
 def conv_strategy(weight_shape, groups: int, stride=(1, 1), pads=(0, 0, 0, 0), out_hw=None,
-                  residual: bool = False) -> str:
-    """Which convolution kernel serves this convolution: 'depthwise', 'pointwise', 'dense' or 'blocked'.
+                  residual: bool = False, dilation=(1, 1)) -> str:
+    """Which convolution kernel serves this convolution: 'depthwise', 'pointwise', 'dense', 'winograd' (a
+    3x3 convolution with many channels: ``winograd_plan.applies``) or 'blocked'.
 
     ``out_hw`` (output height, width) matters only for 1x1 convolutions: the pointwise kernel
     tiles 32 pixels of the flattened plane and wins once the plane is large enough that its
@@ -143,6 +146,8 @@ def conv_strategy(weight_shape, groups: int, stride=(1, 1), pads=(0, 0, 0, 0), o
     if (groups == 1 and (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pads)
             and out_hw is not None and tuple(out_hw) == (1, 1)):
         return "dense"  # a 1x1 conv of a 1x1 plane (squeeze-and-excitation) is a matrix-vector product
+    if out_hw is not None and _wino_plan.applies(weight_shape, groups, stride, dilation, out_hw):
+        return "winograd"
     if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pads) and out_hw is not None:
         p = out_hw[0] * out_hw[1]
         enough = MIN_POINTWISE_PIXELS_RESIDUAL if residual else MIN_POINTWISE_PIXELS
@@ -186,7 +191,8 @@ class ConvPlan:
 
     def strategy(self, x_shape, residual: bool = False) -> str:
         shape = (self.cout, self.cg, self.kh, self.kw)
-        return conv_strategy(shape, self.groups, self.stride, self.pads, self.out_shape(x_shape)[2:], residual)
+        return conv_strategy(shape, self.groups, self.stride, self.pads, self.out_shape(x_shape)[2:], residual,
+                             self.dilation)
 
     def prepare(self, x_shape, residual: bool = False, layouts: tuple[bool, bool] = (False, False)) -> None:
         """Pack the weight for inputs of ``x_shape`` (and the layouts ``run_c16`` will be called with) now and
@@ -244,13 +250,26 @@ class ConvPlan:
                 wp = np.ascontiguousarray(self.weight.reshape(self.cout, -1))
             elif strategy == "c16_input":
                 wp = _conv.pack_c16_input_weight(self.weight)
+            elif strategy == "winograd":
+                u = _wino.transform_weight(self.weight)
+                wp = np.empty(_conv.pointwise_weight_shape(u.shape, 16), np.float32)
+                _conv.conv_pack_pointwise_kernel(u, wp)
+                self._zero_bias16 = np.zeros(16 * self.cout, np.float32)
             else:
                 wp = self.weight
             self._packed[strategy] = wp
         return self._packed[strategy]
 
-    def run(self, x, out, residual=None):
-        """out = act(conv(x) + bias [+ residual]); ``out`` may be ``residual``'s buffer."""
+    def workspace_floats(self, x_shape) -> int:
+        """Workspace floats per sample ``run`` needs for inputs of ``x_shape`` (only the Winograd path has one)."""
+        if self.strategy(x_shape) != "winograd":
+            return 0
+        _, _, oh, ow = self.out_shape(x_shape)
+        return _wino_plan.workspace_floats(x_shape[1], self.cout, oh, ow)
+
+    def run(self, x, out, residual=None, workspace=None):
+        """out = act(conv(x) + bias [+ residual]); ``out`` may be ``residual``'s buffer. ``workspace``: flat, at
+        least N * ``workspace_floats`` (allocated here when None)."""
         sh, sw = self.stride
         dh, dw = self.dilation
         pt, pl, pb, pr = self.pads
@@ -259,7 +278,11 @@ class ConvPlan:
             strategy = "blocked"
         wp = self.packed_weight(strategy)
         res = _NO_RESIDUAL if residual is None else residual.reshape(-1)
-        if strategy == "blocked":
+        if strategy == "winograd":
+            if workspace is None:
+                workspace = np.empty(x.shape[0] * self.workspace_floats(x.shape), np.float32)
+            _wino.winograd_conv(x, wp, self.bias, self._zero_bias16, (pt, pl), self.act, res, out, workspace)
+        elif strategy == "blocked":
             _conv.conv2d_blocked_kernel(
                 x, wp, self.bias, self.kh, self.kw, sh, sw, pt, pl, pb, pr, dh, dw, *self.act, res, out
             )
