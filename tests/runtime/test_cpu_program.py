@@ -100,8 +100,12 @@ def test_convolutions_written_over_their_input(write_spec):
 
 def test_vgg_arena_shrinks_with_convolutions_over_their_input():
     plan = plan_mod.from_graph(compile_spec(str(SPECS / "vgg16.cnn")).graph)
-    with_over, without = plan_memory(plan)["per_sample"], plan_memory(plan, conv_in_place=False)["per_sample"]
-    assert with_over * 3 < without * 2  # 15.3 vs 24.5 MB per sample
+    # without the Winograd workspaces (whose convolutions are kept off their input): 16.1 vs 25.7 MB per sample
+    with_over = plan_memory(plan, workspaces=False)["per_sample"]
+    without = plan_memory(plan, workspaces=False, conv_in_place=False)["per_sample"]
+    assert with_over * 3 < without * 2
+    # with them the direct layers still write over their inputs: 20.2 MB
+    assert plan_memory(plan)["per_sample"] * 5 < without * 4
 
 
 def test_read_only_and_non_contiguous_inputs():
