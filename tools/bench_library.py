@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import os
 import pathlib
 import subprocess
 import sys
 import time
 
+from readme_block import replace_block
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+MEMORY_SAMPLES = 3  # fresh processes per engine and batch size; the table shows their median
 MODELS = ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0"]
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def peak_child(engine: str, spec: str, onnx_path: str, batch: int, threads: int) -> None:
@@ -68,10 +71,15 @@ def peak_memory(model: str, batches: list[int], threads: int) -> dict:
                        capture_output=True)
         for batch in batches:
             for engine in ("cnnc", "onnxruntime"):
-                r = subprocess.run([sys.executable, __file__, "--peak-child", engine, spec, onnx_path, str(batch),
-                                    str(threads)], capture_output=True, text=True)
-                if r.returncode == 0:
-                    out.setdefault(str(batch), {})[engine] = json.loads(r.stdout.strip().splitlines()[-1])
+                samples = []
+                for _ in range(MEMORY_SAMPLES):  # the resident-size counters of one process vary by a few MB
+                    r = subprocess.run([sys.executable, __file__, "--peak-child", engine, spec, onnx_path, str(batch),
+                                        str(threads)], capture_output=True, text=True)
+                    if r.returncode == 0:
+                        samples.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                if samples:
+                    out.setdefault(str(batch), {})[engine] = {
+                        key: statistics.median(s[key] for s in samples) for key in samples[0]}
     return out
 
 
@@ -107,12 +115,7 @@ def main() -> int:
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
     out.write_text(json.dumps({"meta": meta, "models": results}, indent=1) + "\n")
     table = render(results, meta)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + START + "\n" + table + END + rest.split(END, 1)[1]
-        readme.write_text(text)
+    replace_block("bench", table)
     print(table)
     return 0
 
@@ -148,7 +151,8 @@ def render(results: dict, meta: dict) -> str:
                 cells += ["n/a", "n/a"]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Memory, in a fresh process per engine that loads the model and runs the batch five times: *process "
+    lines.append(f"Memory, the median of {MEMORY_SAMPLES} fresh processes per engine, each loading the model and running "
+                 "the batch five times: *process "
                  "peak* is its peak resident memory, building included (VmHWM: libraries, weights, packing, "
                  "activations); *run* is the peak during the runs minus the resident memory once the engine was built "
                  "(activations and workspace: both engines load their kernels while building).")

@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 
+from readme_block import replace_block
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-START, END = "<!-- startup:start -->", "<!-- startup:end -->"
 
 
 def timed_run(cmd: list[str], env: dict) -> float:
@@ -52,11 +53,7 @@ def main() -> int:
         f"Measured {time.strftime('%Y-%m-%d')} by `tools/startup_times.py` ({args.threads} threads, batch 1).", "",
         "| model | first-ever `cnnc run` (cold Numba cache) | second `cnnc run` (warm cache) | steady state per batch |",
         "| --- | --- | --- | --- |", *rows]) + "\n"
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        readme.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])
+    replace_block("startup", table)
     print(table)
     return 0
 

@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 
+from readme_block import replace_block
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-START, END = "<!-- units:start -->", "<!-- units:end -->"
 UNITS = [  # (key, the environment that selects it)
     ("avx512", {}),
     ("avx512-ymm", {"NUMBA_CPU_NAME": "skylake-avx512"}),
@@ -83,11 +84,7 @@ def main() -> int:
     lines += ["", f"OpenBLAS sgemm (2048^3, {args.threads} threads), the same machine: {gemm['avx512']:.0f} GFLOP/s "
               f"with its own kernel for this CPU, {gemm['avx2']:.0f} GFLOP/s with OPENBLAS_CORETYPE=Haswell (AVX2)."]
     table = "\n".join(lines) + "\n"
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        readme.write_text(head + START + "\n" + table + END + rest.split(END, 1)[1])
+    replace_block("units", table)
     print(table)
     return 0
 
