@@ -194,13 +194,15 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, 
             last_read[view_owner(t)] = i
     for o in plan["outputs"]:
         last_read[view_owner(o["tensor"])] = end
+    # step output -> workspace floats per sample, for the steps that need one
+    workspace = {s["output"]: f for s in plan["steps"] if (f := step_workspace(s, shapes))} if workspaces else {}
     in_place: dict[str, str] = {}
     for i, step in enumerate(plan["steps"]):
         out = step["output"]
         if step["op"] in VIEW_OPS or out in shared:
             continue
         banded = conv_in_place and step["op"] == "conv" and banded_in_place(step, shapes) and not (
-            {step["inputs"][0], out} & blocked) and not (workspaces and step_workspace(step, shapes))
+            {step["inputs"][0], out} & blocked) and out not in workspace
         for cand in in_place_candidates(step, banded):
             base = view_owner(cand)
             if step["op"] == "conv" and base == view_owner(step["inputs"][0]) and not banded:
@@ -216,13 +218,9 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, 
     outs = [owner(o["tensor"]) for o in plan["outputs"]]
     intervals = [iv for iv in lifetimes(steps, inputs, outs, {t: sizes[t] for t in owners})
                  if iv.name not in inputs]
-    workspace = {}
-    if workspaces:
-        for i, step in enumerate(plan["steps"]):
-            floats = step_workspace(step, shapes)
-            if floats:  # alive during its step only: apart from the step's inputs and output
-                workspace[step["output"]] = floats
-                intervals.append(Interval(workspace_key(step["output"]), floats, i, i))
+    for i, step in enumerate(plan["steps"]):
+        if step["output"] in workspace:  # alive during its step only: apart from the step's inputs and output
+            intervals.append(Interval(workspace_key(step["output"]), workspace[step["output"]], i, i))
     offsets, total = plan_arena(intervals)
     no_reuse = sum(sizes[s["output"]] for s in plan["steps"] if s["op"] not in VIEW_OPS)
     return {**memory, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse, "workspace": workspace}

@@ -80,6 +80,12 @@ def test_winograd_in_several_bands(monkeypatch):
     assert_close(_winograd(x, wt, bias, (1, 1, 1, 1)), _ort_conv(x, wt, bias, (1, 1, 1, 1)))
 
 
+def test_every_band_fills_the_gemm_pixel_tile_of_every_vector_unit():
+    """The pointwise kernel needs at least its pixel tile per GEMM; winograd_plan (no Numba) states it as MIN_TILES."""
+    from cnnc.runtime.cpu import isa
+    assert winograd_plan.MIN_TILES >= max(u.pointwise_tile[1] for u in (isa.AVX512, isa.AVX512_YMM, isa.AVX2))
+
+
 def test_the_cpu_kernels_take_winograd_where_the_rule_says():
     x = rand(1, 128, 56, 56)
     wt = rand(128, 128, 3, 3, scale=0.05)
