@@ -12,11 +12,11 @@ guarantee the ranges).
 from __future__ import annotations
 
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-__all__ = ["add16_store", "add16_clamp_store", "clamp16_store", "clamp16_res_store"]
+__all__ = ["add16_store", "add16_clamp_store", "clamp16_store", "clamp16_res_store", "store_tile_planes"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -116,3 +116,119 @@ def clamp16_res_store(typingctx, dst, di, a, ai, bv, r, ri, lo, hi):
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, bv, r, ri, lo, hi), codegen
+
+
+
+# ---- storing a pixel-major register tile into channel planes (the blocked convolution's plain output)
+
+_V8 = ir.VectorType(ir.FloatType(), 8)
+_M8 = ir.VectorType(ir.IntType(1), 8)
+_I32 = ir.IntType(32)
+
+
+def _transpose_network(builder, vectors):
+    """Eight <16 x float> vectors, vector t holding (pixel t, channel j) in lane j (None: no pixel t), as eight
+    vectors k holding channels 2k and 2k + 1 of pixels 0..7 in lanes j0 * 8 + t: three stages of two-source
+    shuffles (24 in all), each gathering a channel's pixels from twice as many vectors. Lanes of absent
+    pixels hold arbitrary values."""
+    undef = ir.Constant(_V16, None)
+    # a vector: (value, its 16 lane labels (pixel, channel), which labels hold real data)
+    regs = [(v if v is not None else undef, [(t, j) for j in range(16)], v is not None) for t, v in enumerate(vectors)]
+
+    def merge(a, b, keep):
+        labels = sorted((lab for lab in a[1] + b[1] if keep(lab)), key=lambda lab: (lab[1], lab[0]))
+        if not (a[2] or b[2]):
+            return undef, labels, False
+        index = {lab: i for i, lab in enumerate(a[1]) if a[2]}
+        index.update({lab: 16 + i for i, lab in enumerate(b[1]) if b[2]})
+        mask = ir.Constant(ir.VectorType(_I32, 16), [index.get(lab, 0) for lab in labels])
+        return builder.shuffle_vector(a[0], b[0], mask), labels, True
+
+    def stage(pairs, bit):  # each pair's lanes split by one bit of the channel
+        return [merge(a, b, lambda lab, h=h: (lab[1] >> bit) & 1 == h) for a, b in pairs for h in (0, 1)]
+
+    s1 = stage([(regs[2 * a], regs[2 * a + 1]) for a in range(4)], 3)  # index 2a + g: pixels 2a, 2a+1
+    s2 = stage([(s1[4 * b + g], s1[4 * b + 2 + g]) for b in range(2) for g in range(2)], 2)  # 4b + 2g + h
+    s3 = stage([(s2[2 * g + h], s2[4 + 2 * g + h]) for g in range(2) for h in range(2)], 1)  # 4g + 2h + m
+    return [value for value, _labels, _real in s3]
+
+
+def _splat_n(builder, value, vtype):
+    v = builder.insert_element(ir.Constant(vtype, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vtype.count), [0] * vtype.count))
+
+
+def _masked_store(builder, value, ptr, mask):
+    fnty = ir.FunctionType(ir.VoidType(), [_V8, ptr.type, _I32, _M8])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.store.v8f32.p0")
+    builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+
+
+def _masked_load(builder, ptr, mask):
+    fnty = ir.FunctionType(_V8, [ptr.type, _I32, _M8, _V8])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.load.v8f32.p0")
+    return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_V8, [0.0] * 8)])
+
+
+@intrinsic(prefer_literal=True)
+def store_tile_planes(typingctx, dst, o, plane, acc, a0, astride, pixels, first, count, rows, bias, bi, res,
+                      has_res, lo, hi):
+    """Store 16 channels of a pixel-major register tile into channel planes, as whole vectors.
+
+    For channel j < min(16, rows) and pixel t in [first, count):
+    ``dst[o + j * plane + t] = clamp(acc[a0 + t * astride + j] + bias[bi + j] (+ res[o + j * plane + t]), lo, hi)``
+    (``res`` is read only when ``has_res``, and may be ``dst``; the clamp lets NaN through). ``a0``, ``astride``
+    and ``pixels`` (the tile's pixels, at most 8; count <= pixels) are literals: the tile is read at constant
+    offsets and stays in registers. The tile is transposed with shuffles (``_transpose_network``), then each
+    channel's pixels get the bias, the residual (a masked load) and the clamp as one 8-lane vector, stored
+    with a masked store. Written out float by float, as Numba compiles a loop over the tile, this store took
+    7-20% of a convolution's time (20% on ResNet's 7x7 stem, 13% on a 1x1 256 -> 256 on 14x14)."""
+    if not all(isinstance(t, types.IntegerLiteral) for t in (a0, astride, pixels)):
+        return None
+    if not (_typed((dst, acc, bias, res), (o, plane, first, count, rows, bi), (lo, hi))
+            and isinstance(has_res, types.Boolean)):
+        return None
+    A0, STRIDE, TP = (int(t.literal_value) for t in (a0, astride, pixels))
+    if not 1 <= TP <= 8:
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        intp = context.get_value_type(types.intp)
+        o_, plane_, first_, count_, rows_, bi_ = (context.cast(builder, args[k], sig[k], types.intp)
+                                                  for k in (1, 2, 7, 8, 9, 11))
+        accp = make_array(sig[3])(context, builder, args[3]).data
+        vectors = [builder.load(builder.bitcast(builder.gep(accp, [ir.Constant(intp, A0 + t * STRIDE)]),
+                                                _V16.as_pointer()), align=4) if t < TP else None for t in range(8)]
+        pairs = _transpose_network(builder, vectors)
+        lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
+        mask = builder.and_(builder.icmp_signed(">=", lanes, _splat_n(builder, first_, ir.VectorType(intp, 8))),
+                            builder.icmp_signed("<", lanes, _splat_n(builder, count_, ir.VectorType(intp, 8))))
+        dst_data = make_array(sig[0])(context, builder, args[0]).data
+        bias_data = make_array(sig[10])(context, builder, args[10]).data
+        res_data = make_array(sig[12])(context, builder, args[12]).data
+        has_res_ = args[13]
+        lo8 = _splat_n(builder, context.cast(builder, args[14], sig[14], types.float32), _V8)
+        hi8 = _splat_n(builder, context.cast(builder, args[15], sig[15], types.float32), _V8)
+        for k, vec in enumerate(pairs):
+            for j0 in (0, 1):
+                j = 2 * k + j0
+                row = builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, 8), [j0 * 8 + t for t in range(8)]))
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(intp, j), rows_)):
+                    b = builder.load(builder.gep(bias_data, [builder.add(bi_, ir.Constant(intp, j))]), align=4)
+                    v = builder.fadd(row, _splat_n(builder, b, _V8))
+                    off = builder.add(o_, builder.mul(plane_, ir.Constant(intp, j)))
+                    before = builder.block
+                    with builder.if_then(has_res_):
+                        with_res = builder.fadd(v, _masked_load(builder, builder.gep(res_data, [off]), mask))
+                        res_end = builder.block
+                    merged = builder.phi(_V8)
+                    merged.add_incoming(with_res, res_end)
+                    merged.add_incoming(v, before)
+                    v = builder.select(builder.fcmp_ordered("<", merged, lo8), lo8, merged)
+                    v = builder.select(builder.fcmp_ordered(">", v, hi8), hi8, v)
+                    _masked_store(builder, v, builder.gep(dst_data, [off]), mask)
+        return context.get_dummy_value()
+
+    return types.none(dst, o, plane, acc, a0, astride, pixels, first, count, rows, bias, bi, res, has_res, lo, hi), \
+        codegen

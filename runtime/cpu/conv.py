@@ -50,7 +50,7 @@ from .c16 import zero_halo_c16_kernel
 from .isa import VECTOR_UNIT
 from .pool import bordered_row
 from ._stack import stack_f32, stack_i64
-from ._vec import add16_clamp_store, clamp16_res_store, clamp16_store
+from ._vec import add16_clamp_store, clamp16_res_store, clamp16_store, store_tile_planes
 
 OCB = 32  # output channels per register tile (two AVX-512 vectors, four AVX2 ones)
 TP = VECTOR_UNIT.conv_tile_pixels  # output pixels per register tile: 7 with AVX-512, 3 with AVX2
@@ -238,26 +238,16 @@ def _make_blocked_core(OCB, TP):
                             for t in range(TP):
                                 o = ((n * OB + ob) * PS + ps16[t]) * 16
                                 add16_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16, lo, hi)
-                elif has_res:  # store only pixels not stored before, each with its residual
+                else:  # channel planes: the tile transposed in registers, each channel's pixels stored as one
+                    # vector (only pixels not stored before: each with its residual, read first)
                     first = p0 - ps
                     count = min(TP, p_end - ps)
-                    for j in range(nvalid):
-                        bv = bias[bbase + j]
-                        oj = obase + j * PO + ps
-                        for t in range(first, count):
-                            of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv + res[U(oj + t)], lo, hi)
-                elif pq[TP - 1] == ps + TP - 1:  # the usual case: 7 consecutive pixels
-                    for j in range(nvalid):
-                        bv = bias[bbase + j]
-                        oj = obase + j * PO + ps
-                        for t in range(TP):
-                            of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv, lo, hi)
-                else:
-                    for j in range(nvalid):
-                        bv = bias[bbase + j]
-                        oj = obase + j * PO
-                        for t in range(TP):
-                            of[U(oj + pq[t])] = clamp_f32(acc[t * OCB + j] + bv, lo, hi)
+                    o = obase + ps
+                    store_tile_planes(of, o, PO, acc, 0, OCB, TP, first, count, nvalid, bias, bbase, res, has_res,
+                                      lo, hi)
+                    if OCB > 16 and nvalid > 16:
+                        store_tile_planes(of, o + 16 * PO, PO, acc, 16, OCB, TP, first, count, nvalid - 16, bias,
+                                          bbase + 16, res, has_res, lo, hi)
                 p0 = ps + TP
             if not in_regs:
                 if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)

@@ -920,3 +920,47 @@ def test_clamp16_stores_add_bias_skip_and_clamp_letting_nan_through():
     assert np.array_equal(dst[2:18], expect, equal_nan=True)
     assert np.array_equal(dst[20:36], np.clip(a[17:33] + np.float32(0.5) + before[20:36], 0, 6))
     assert np.array_equal(dst[[0, 1, 18, 19, 36, 37, 38, 39]], before[[0, 1, 18, 19, 36, 37, 38, 39]])
+
+
+def _tile_store_kernel(pixels):
+    import numba
+    from cnnc.runtime.cpu._stack import stack_f32
+    from cnnc.runtime.cpu._vec import store_tile_planes
+
+    @numba.njit
+    def store(src, dst, o, plane, first, count, rows, bias, bi, res, has_res, lo, hi):
+        acc = stack_f32(256)  # 8 pixels x 32 channels, pixel-major like the blocked convolution's tile
+        for i in range(256):
+            acc[i] = src[i]
+        store_tile_planes(dst, o, plane, acc, 0, 32, pixels, first, count, rows, bias, bi, res, has_res, lo, hi)
+        store_tile_planes(dst, o + 16 * plane, plane, acc, 16, 32, pixels, first, count, rows - 16, bias, bi + 16,
+                          res, has_res, lo, hi)
+    return store
+
+
+@pytest.mark.parametrize("pixels", [1, 3, 5, 7, 8])
+@pytest.mark.parametrize("first,count_less,rows,has_res", [(0, 0, 32, False), (0, 0, 32, True), (2, 0, 20, True),
+                                                           (0, 1, 9, False), (1, 1, 16, True)])
+def test_store_tile_planes_transposes_a_register_tile_into_channel_planes(pixels, first, count_less, rows, has_res):
+    """The shuffled, masked store of the blocked convolution's plain epilogue against the element-by-element
+    rule in numpy: only channels < rows and pixels in [first, count) are written, each plus its bias and
+    (in place) residual, clamped; NaN passes the clamp."""
+    first = min(first, pixels - 1)
+    count = max(first + 1, pixels - count_less)
+    rng = np.random.default_rng(pixels * 100 + rows)
+    src = rng.standard_normal(256).astype(np.float32)
+    src[5] = np.nan
+    plane, o, bi = 11, 3, 4
+    bias = rng.standard_normal(40).astype(np.float32)
+    dst = rng.standard_normal(o + 32 * plane + 10).astype(np.float32)
+    lo, hi = np.float32(0.0), np.float32(1.5)
+    expected = dst.copy()
+    for j in range(min(rows, 32)):
+        for t in range(first, count):
+            v = np.float32(src[t * 32 + j] + bias[bi + j])
+            if has_res:
+                v = np.float32(v + dst[o + j * plane + t])
+            expected[o + j * plane + t] = v if np.isnan(v) else min(max(v, lo), hi)
+    res = dst if has_res else np.empty(0, np.float32)
+    _tile_store_kernel(pixels)(src, dst, o, plane, first, count, rows, bias, bi, res, has_res, lo, hi)
+    np.testing.assert_array_equal(dst, expected)
