@@ -186,6 +186,8 @@ class CpuProgram:
                                       a["dilation"], a["groups"], *act)
             self._scratch_shapes[step["output"]] = (convt.gemm, self.shapes[step["inputs"][0]])
             return lambda xs, out, scratch: convt.run(xs[0], out, scratch)
+        if op == "maxpool" and (in_c16 or out_c16):
+            return self._bind_c16_maxpool(step, in_c16, out_c16)
         if op == "maxpool":
             (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
             pt, pl = a["pads"][:2]
@@ -313,11 +315,34 @@ class CpuProgram:
         conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
         conv.prepare((1, *x_shape), layouts=(in_c16, out_c16))
         residual = bool(a.get("residual"))
-        run = conv.c16_runner(x_shape, in_c16, out_c16, residual, self.halos.get(step["output"], (0, 0, 0, 0)))
+        run = conv.c16_runner(x_shape, in_c16, out_c16, residual, self.halos.get(step["output"], (0, 0, 0, 0)),
+                              self.halos.get(step["inputs"][0], (0, 0, 0, 0)))
 
         def run_conv(xs, out, s):
             run(xs[0].reshape(-1), out.reshape(-1), xs[1].reshape(-1) if residual else None)
         return run_conv
+
+    def _bind_c16_maxpool(self, step, in_c16: bool, out_c16: bool):
+        """Max pooling of a channel-blocked tensor into a channel-blocked one, each inside its halo (if any)."""
+        if not (in_c16 and out_c16):  # the layout pass blocks a max pool's input and output together
+            raise PlanError(f"step {step['name']}: max pooling between the plain and channel-blocked layouts")
+        a = step["attrs"]
+        (kh, kw), (sh, sw), (dh, dw), (pt, pl) = a["kernel"], a["stride"], a["dilation"], a["pads"][:2]
+        c, h, w = self.shapes[step["inputs"][0]]
+        _, oh, ow = self.shapes[step["output"]]
+        it, il, ib, ir = self.halos.get(step["inputs"][0], (0, 0, 0, 0))
+        ot, ol, ob, orr = self.halos.get(step["output"], (0, 0, 0, 0))
+        cb = _c16.blocks(c)
+        hs, ws, ohs, ows = h + it + ib, w + il + ir, oh + ot + ob, ow + ol + orr
+        haloed = any((ot, ol, ob, orr))
+
+        def run_maxpool(xs, out, s):
+            o = out.reshape(-1)
+            _c16.max_pool_c16_kernel(xs[0].reshape(-1), cb, hs, ws, it, il, h, w, kh, kw, sh, sw, pt, pl, dh, dw, o,
+                                     oh, ow, ohs, ows, ot, ol)
+            if haloed:
+                _c16.zero_halo_c16_kernel(o, out.shape[0] * cb, ohs, ows, ot, ol, ob, orr)
+        return run_maxpool
 
     # ---- per batch size: the arena and every tensor's view into it
     def _buffers(self, n: int):

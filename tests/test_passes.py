@@ -300,7 +300,9 @@ def test_layout_snapshot_and_where_it_must_not_fire(write_spec):
     assert layout.run(graph, PassContext()) is True
     verify.run(graph, "layout")
     blocked = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("layout") == "c16"}
-    assert blocked == {"stem", "dw1", "se", "e2", "dw2"}
+    # depthwise chains, and the dense-chain rule: p2 is read by the 1x1 e3 only; `side` (which adds the skip
+    # `conv#2`, the add fused into it) stays plain: e2, the expansion of a depthwise chain, reads it
+    assert blocked == {"stem", "dw1", "se", "e2", "dw2", "p2"}
     check_snapshot("layout.txt", before + "--- after layout ---\n" + graph.dump())
     assert layout.run(graph, PassContext()) is False
 
@@ -318,3 +320,80 @@ def test_layout_computes_the_same_function(write_spec):
             out = Program(plan, w, target="cpu").run({"x": x})
             for k in ref:
                 assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * max(1.0, np.max(np.abs(ref[k]))), (label, n, k)
+
+
+DENSE_CHAINS = """\
+network dense() {
+    input x: (N, 3, 24, 24)
+    stem = conv(x, 16, 3, stride=2, padding=1) -> relu()        # blocked, no halo: a max pool reads it
+    pool = maxpool(stem, 3, stride=2, padding=1)                 # blocked with its input; b's skip: halo 2
+    a = conv(pool, 24, 1) -> relu()                              # blocked, halo 1 (b's padding)
+    b = conv(a, 16, 3, padding=1)
+    s = add(b, pool) -> relu()                                   # fused into b; read by 3x3, 5x5, 1x1: halo 2
+    c = conv(s, 16, 3, padding=1)                                # plain: a max pool that is flattened reads it
+    c5 = conv(s, 16, 5, padding=2) -> relu()                     # plain: a global pool and a padded conv read it
+    d = conv(s, 8, 1, stride=2)                                  # plain: a concat reads it
+    e = conv(c, 8, 1, stride=2)
+    cat = concat(d, e)
+    g = global_avgpool(c5)
+    h = conv(c5, 8, 3, padding=1)                                # plain: a network output
+    p = maxpool(c, 2, stride=2)
+    f = flatten(p)
+    output y = cat, g, f, h
+}
+"""
+
+
+def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
+    from cnnc.passes import layout
+    graph = compile_spec(write_spec(DENSE_CHAINS), disabled=("layout",)).graph
+    before = graph.dump()
+    assert layout.run(graph, PassContext()) is True
+    verify.run(graph, "layout")
+    attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
+    blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
+    assert blocked == {"conv#1", "pool", "conv#2", "b"}  # stem, pool, a, and b with the skip add fused
+    assert attrs["b"]["residual"] and graph.node("b")["inputs"][1] == "pool"
+    # widest padding per side among the convolutions reading it; the same across the residual pair
+    assert {n: attrs[n].get("halo") for n in blocked} == {"conv#1": None, "pool": (2, 2, 2, 2),
+                                                          "conv#2": (1, 1, 1, 1), "b": (2, 2, 2, 2)}
+    check_snapshot("layout_dense_chains.txt", before + "--- after layout ---\n" + graph.dump())
+    assert layout.run(graph, PassContext()) is False
+
+
+def test_layout_dense_chains_compute_the_same_function(write_spec):
+    """Blocked dense chains (halos wider than a reader's padding, a blocked skip added in place, max pools) on
+    the CPU agree with the reference target, batch 1 and 3."""
+    path = write_spec(DENSE_CHAINS)
+    plans = {label: plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
+             for label, disabled in (("blocked", ()), ("plain", ("layout",)))}
+    w = initialise(plans["plain"]["constants"], seed=5)
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal((n, 3, 24, 24)).astype(np.float32)
+        ref = Program(plans["plain"], w).run({"x": x})
+        for label, plan in plans.items():
+            out = Program(plan, w, target="cpu").run({"x": x})
+            for k in ref:
+                assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * max(1.0, np.max(np.abs(ref[k]))), (label, n, k)
+
+
+def test_layout_keeps_winograd_convolutions_plain():
+    """VGG-16's convolutions that the CPU target computes with Winograd read and write the plain layout; its
+    other convolutions form blocked chains."""
+    from cnnc.passes.layout import _winograd
+    graph = compile_spec(str(SPECS / "vgg16.cnn")).graph
+    wino = [n for n in graph.op_nodes() if graph.node(n)["op"] == "conv" and _winograd(graph, n)]
+    assert len(wino) == 4
+    for n in wino:
+        assert graph.node(n)["attrs"].get("layout") is None
+        assert graph.node(graph.node(n)["inputs"][0])["attrs"].get("layout") is None
+    assert sum(graph.node(n)["attrs"].get("layout") == "c16" for n in graph.op_nodes()) >= 6
+
+
+def test_layout_leaves_squeeze_and_excitation_products_plain():
+    """EfficientNet-B0's squeeze-and-excitation convolutions (1x1 planes: matrix-vector products) stay plain."""
+    graph = compile_spec(str(SPECS / "efficientnet_b0.cnn")).graph
+    one_by_one = [n for n in graph.op_nodes() if graph.node(n)["op"] == "conv" and
+                  tuple(graph.node(n)["shape"][1:]) == (1, 1)]
+    assert len(one_by_one) == 32
+    assert not any(graph.node(n)["attrs"].get("layout") for n in one_by_one)

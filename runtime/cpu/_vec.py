@@ -16,7 +16,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-__all__ = ["add16_store", "add16_clamp_store", "clamp16_store", "clamp16_res_store", "store_tile_planes"]
+__all__ = ["add16_store", "add16_clamp_store", "add16_res_clamp_store", "clamp16_store", "clamp16_res_store", "max16_store", "store_tile_planes"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -49,6 +49,25 @@ def add16_store(typingctx, dst, di, a, ai, b, bi):
     return types.none(dst, di, a, ai, b, bi), codegen
 
 
+
+@intrinsic
+def max16_store(typingctx, dst, di, a, ai, b, bi):
+    """dst[di:di+16] = (b if b > a else a) lane by lane, for a[ai:ai+16] and b[bi:bi+16] (the running maximum
+    ``a`` keeps a NaN, a NaN in ``b`` is passed over, as the plain pooling kernels compare)."""
+    if not _typed((dst, a, b), (di, ai, bi), ()):
+        return None
+
+    def codegen(context, builder, signature, args):
+        d, dix, x, xi, y, yi = args
+        dix, xi, yi = (context.cast(builder, v, t, types.intp) for v, t in zip((dix, xi, yi), signature.args[1::2]))
+        va = builder.load(_vec_ptr(context, builder, signature.args[2], x, xi), align=4)
+        vb = builder.load(_vec_ptr(context, builder, signature.args[4], y, yi), align=4)
+        v = builder.select(builder.fcmp_ordered(">", vb, va), vb, va)
+        builder.store(v, _vec_ptr(context, builder, signature.args[0], d, dix), align=4)
+        return context.get_dummy_value()
+
+    return types.none(dst, di, a, ai, b, bi), codegen
+
 def _splat(builder, value):
     vec = ir.Constant(_V16, None)
     for lane in range(16):
@@ -80,6 +99,26 @@ def add16_clamp_store(typingctx, dst, di, a, ai, b, bi, lo, hi):
 
     return types.none(dst, di, a, ai, b, bi, lo, hi), codegen
 
+
+
+@intrinsic
+def add16_res_clamp_store(typingctx, dst, di, a, ai, b, bi, r, ri, lo, hi):
+    """dst[di:di+16] = min(max((a[ai:ai+16] + b[bi:bi+16]) + r[ri:ri+16], lo), hi) (ordered comparisons: NaN
+    passes); ``r`` may be ``dst`` (read first)."""
+    if not _typed((dst, a, b, r), (di, ai, bi, ri), (lo, hi)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        dix, xi, yi, rix = (context.cast(builder, args[k], sig[k], types.intp) for k in (1, 3, 5, 7))
+        vx = builder.load(_vec_ptr(context, builder, sig[2], args[2], xi), align=4)
+        vy = builder.load(_vec_ptr(context, builder, sig[4], args[4], yi), align=4)
+        vr = builder.load(_vec_ptr(context, builder, sig[6], args[6], rix), align=4)
+        v = _clamp16(context, builder, signature, builder.fadd(builder.fadd(vx, vy), vr), args, (8, 9))
+        builder.store(v, _vec_ptr(context, builder, sig[0], args[0], dix), align=4)
+        return context.get_dummy_value()
+
+    return types.none(dst, di, a, ai, b, bi, r, ri, lo, hi), codegen
 
 @intrinsic
 def clamp16_store(typingctx, dst, di, a, ai, bv, lo, hi):

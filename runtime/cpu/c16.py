@@ -2,7 +2,10 @@
 """Kernels over channel-blocked tensors ("c16": (N, ceil(C/16), H, W, 16), the 16 channels of a block
 contiguous for each pixel), for the chains the `layout` pass marks: a dense convolution writes c16
 (``conv.conv2d_c16_kernel``), a depthwise convolution reads and writes it, squeeze-and-excitation pools
-and scales it, and a 1x1 convolution reads it back into the plain layout.
+and scales it, and a 1x1 convolution reads it back into the plain layout; in dense chains (ResNet, VGG)
+convolutions read and write it, adding a c16 residual, and max pools (``max_pool_c16_kernel``) pool it.
+A tensor may be stored inside a zero halo (``zero_halo_c16_kernel``): its readers take their padding from
+it in place.
 
 In this layout a depthwise convolution is a vector operation over 16 channels: each tap is one vector
 load of input and one of weights per output pixel, with no plane copies and no transposes, whatever
@@ -22,6 +25,7 @@ from ._act import ACT_NONE, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
 from .isa import VECTOR_UNIT
 from .pool import inside_taps
+from ._vec import max16_store
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 C16 = 16
@@ -285,3 +289,59 @@ def channel_mul_c16_kernel(x, s, C, HW, act, act_a, act_b, out):
             out[U(xb + i)] = x[U(xb + i)] * scale[i % C16]
         if act != 0:
             act_range(out, xb, HW * C16, act, act_a, act_b)
+
+
+MAX_POOL_CHUNKS = 16  # parallel chunks of output rows for max pooling, each with its own row buffer
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh, dw, out, OH, OW, OHS, OWS, ot, ol):
+    """Max pooling of a channel-blocked tensor into a channel-blocked one.
+
+    ``x`` flat (N, CB, HS, WS, 16): planes stored HS x WS, the H x W image at row ``it``, column ``il`` (inside a
+    halo, which is not read); ``out`` flat (N, CB, OHS, OWS, 16) with the OH x OW result at (``ot``, ``ol``) (its
+    halo is left to ``zero_halo_c16_kernel``). Windows are clipped to the image (padding and ceil-mode
+    overhang are skipped, as in ``pool.max_pool2d_kernel``; a window with no pixel in the image yields -inf).
+    Separable, one output row at a time: the maximum over the window's image rows, one long contiguous loop
+    (an image row of a block is W * 16 contiguous floats), then over each window's columns, one 16-lane
+    vector per tap -- whatever the plane size or stride (the plain kernel's rows of 14 or 28 pixels spent
+    their time in vector remainders)."""
+    N = x.size // (CB * HS * WS * C16)
+    ninf = np.float32(-np.inf)
+    items = N * CB * OH
+    nchunk = min(items, MAX_POOL_CHUNKS)
+    rows = np.empty((nchunk, W * C16), np.float32)
+    for chunk in prange(nchunk):
+        vm = rows[chunk]
+        for item in range(chunk * items // nchunk, (chunk + 1) * items // nchunk):
+            oh = item % OH
+            plane = item // OH  # n * CB + cb
+            xb = plane * HS * WS * C16
+            ob = (plane * OHS * OWS + (oh + ot) * OWS + ol) * C16
+            ih0 = oh * sh - pt
+            kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
+            if kh_hi <= kh_lo:
+                for q in range(OW * C16):
+                    out[U(ob + q)] = ninf
+                continue
+            i = xb + ((ih0 + kh_lo * dh + it) * WS + il) * C16
+            for q in range(W * C16):
+                vm[U(q)] = x[U(i + q)]
+            for kh in range(kh_lo + 1, kh_hi):
+                i = xb + ((ih0 + kh * dh + it) * WS + il) * C16
+                for q in range(W * C16):
+                    v = x[U(i + q)]
+                    m = vm[U(q)]
+                    vm[U(q)] = v if v > m else m
+            for ow in range(OW):
+                o = ob + ow * C16
+                iw0 = ow * sw - pl
+                kw_lo, kw_hi = inside_taps(iw0, KW, dw, W)
+                if kw_hi <= kw_lo:
+                    for c in range(C16):
+                        out[U(o + c)] = ninf
+                    continue
+                f = (iw0 + kw_lo * dw) * C16
+                max16_store(out, o, vm, f, vm, f)
+                for kw in range(kw_lo + 1, kw_hi):
+                    max16_store(out, o, out, o, vm, (iw0 + kw * dw) * C16)

@@ -31,9 +31,10 @@ the compiled code; the module builds the tiles of the vector unit Numba compiles
   kernels above) producing every (output channel, tap) product, then ``col2im_kernel`` adds the
   taps into place: no multiplications by inserted zeros.
 
-Padding is materialised so that inner loops never test bounds: the blocked kernel makes a
-zero-bordered copy of the input rows one band of output rows at a time (a few percent of a 3x3
-convolution's time), the depthwise kernel pads each plane into its buffer.
+Padding is materialised so that inner loops never test bounds: a channel-blocked input is stored inside a
+zero halo by its producer (the layout pass), which the blocked kernel reads as its padding; for a plain input
+it makes a zero-bordered copy of the input rows one band of output rows at a time (a few percent of a 3x3
+convolution's time); the depthwise kernel pads each plane into its buffer.
 
 All array indices in inner loops are cast to unsigned: Numba emits negative-index wraparound
 code for signed indices, which turns vector loads into gathers.
@@ -50,7 +51,7 @@ from .c16 import zero_halo_c16_kernel
 from .isa import VECTOR_UNIT
 from .pool import bordered_row
 from ._stack import stack_f32, stack_i64
-from ._vec import add16_clamp_store, clamp16_res_store, clamp16_store, store_tile_planes
+from ._vec import add16_clamp_store, add16_res_clamp_store, clamp16_res_store, clamp16_store, store_tile_planes
 
 OCB = 32  # output channels per register tile (two AVX-512 vectors, four AVX2 ones)
 TP = VECTOR_UNIT.conv_tile_pixels  # output pixels per register tile: 7 with AVX-512, 3 with AVX2
@@ -97,7 +98,7 @@ def _make_blocked_core(OCB, TP):
 
     @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
     def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                           of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, PO):
+                           of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, PO, xo):
         """Blocked direct convolution of an already padded input (see the module docstring), over flat arrays.
 
         Layouts: the input ``xf`` is (N, C, Hp, Wp), or with ``in_c16`` channel-blocked (N, ceil(C/16), Hp, Wp,
@@ -113,6 +114,9 @@ def _make_blocked_core(OCB, TP):
         predecessor skip the pixels already stored), reading its residual first.
         ``PO``: pixels between a plain output's (and the residual's) channel planes; OH * OW, or more when
         this call computes a band of OH rows of a taller output (``_conv_padded_in_bands``).
+        ``xo``: where the padded input begins inside each stored plane, in floats (a channel-blocked input
+        stored inside a zero halo wider than this convolution's padding; 0 otherwise).
+        A residual of a c16 output is stored like the output (same halo): it is read at the output's index.
         """
         G, NB, R, _ = wp.shape
         CG = C // G
@@ -166,7 +170,7 @@ def _make_blocked_core(OCB, TP):
             n = rest // G
             p_begin = ch * chunk
             p_end = P if ch == nch - 1 else p_begin + chunk
-            xbase = n * sample + g * CG * HWp
+            xbase = n * sample + g * CG * HWp + xo
             obase = (n * COUT + g * COG + b * OCB) * PO
             wbase = (g * NB + b) * R * OCB
             bbase = g * COG + b * OCB
@@ -234,10 +238,18 @@ def _make_blocked_core(OCB, TP):
                     # as a loop, LLVM stored each float alone: Numba leaves its SLP vectoriser off)
                     for half in range(OCB // 16):
                         ob = OCB // 16 * b + half
-                        if ob < OB:
+                        if ob < OB and not has_res:
                             for t in range(TP):
                                 o = ((n * OB + ob) * PS + ps16[t]) * 16
                                 add16_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16, lo, hi)
+                        elif ob < OB:  # pixels stored before, and repeated slots of a short tile, are skipped:
+                            first = p0 - ps  # each pixel's residual is added once
+                            count = min(TP, p_end - ps)
+                            for t in range(TP):
+                                if t >= first and t < count:
+                                    o = ((n * OB + ob) * PS + ps16[t]) * 16
+                                    add16_res_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16,
+                                                          res, o, lo, hi)
                 else:  # channel planes: the tile transposed in registers, each channel's pixels stored as one
                     # vector (only pixels not stored before: each with its residual, read first)
                     first = p0 - ps
@@ -513,14 +525,14 @@ def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
                         carry[c * pt * W:(c + 1) * pt * W] = x_n[src:src + pt * W]
             if out_c16:  # the band's rows, found through the row offset of the halo
                 o_band = of[n * o_sample:(n + 1) * o_sample]
-                r_band = res[:0]
+                r_band = res[n * o_sample:(n + 1) * o_sample] if has_res else res[:0]
                 row_off = ht + r0
             else:  # plain: the band starts r0 rows into every channel plane, planes OH * OW apart
                 o_band = of[n * o_sample + r0 * OW:(n + 1) * o_sample]
                 r_band = res[n * o_sample + r0 * OW:(n + 1) * o_sample] if has_res else res[:0]
                 row_off = 0
             _conv_blocked_core(b_flat, 1, C, bh, Wp, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                               r_band, o_band, COUT, r1 - r0, OW, out_c16, row_off, hl, OHs, OWs, OH * OW)
+                               r_band, o_band, COUT, r1 - r0, OW, out_c16, row_off, hl, OHs, OWs, OH * OW, 0)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
@@ -546,7 +558,7 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
     _, COUT, OH, OW = out.shape
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x.reshape(-1), N, C, H, W, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, OH * OW)
+                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, OH * OW, 0)
     else:
         _conv_padded_in_bands(x.reshape(-1), N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act,
                                act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW)
@@ -554,19 +566,21 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
 
 @numba.njit(cache=True, error_model="numpy")
 def conv2d_c16_kernel(x, in_c16, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
-                      res, out, COUT, OH, OW, out_c16, ht, hl, hb, hr):
+                      res, out, COUT, OH, OW, out_c16, ht, hl, hb, hr, xt, xl):
     """A dense convolution (groups == 1) between layouts: x flat, plain (N, C, H, W) or channel-blocked
-    (``in_c16``: unpadded, pads must be 0); out flat, plain or channel-blocked (``out_c16``), the latter
-    optionally inside a zero halo of (ht, hl, hb, hr) pixels (``c16.zero_halo_c16_kernel``). ``wp`` from
-    ``conv_pack_weight_kernel`` (plain input) or ``pack_c16_input_weight``; ``bias`` padded to NB * 32;
-    ``res`` empty or the residual operand (plain output only)."""
+    (``in_c16``: (N, CB, H, W, 16) as stored, pads must be 0: a padded convolution reads the zero halo its
+    input is stored in, starting ``xt`` rows and ``xl`` columns into the stored plane); out flat, plain or
+    channel-blocked (``out_c16``), the latter optionally inside a zero halo of (ht, hl, hb, hr) pixels
+    (``c16.zero_halo_c16_kernel``). ``wp`` from ``conv_pack_weight_kernel`` (plain input) or
+    ``pack_c16_input_weight``; ``bias`` padded to NB * 32; ``res`` empty or the residual operand, stored like
+    the output (a c16 residual in the same halo), possibly in the output's buffer."""
     cb = (C + 15) // 16
     N = x.size // (cb * 16 * H * W) if in_c16 else x.size // (C * H * W)
     OHs = OH + ht + hb
     OWs = OW + hl + hr
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x, N, C, H, W, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                           out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, OH * OW)
+                           out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, OH * OW, (xt * W + xl) * (16 if in_c16 else 1))
     else:
         _conv_padded_in_bands(x, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
                                res, out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs)

@@ -205,30 +205,40 @@ class ConvPlan:
         if strategy != "depthwise":  # the depthwise kernel reads the unpacked weight
             self.weight = None
 
-    def run_c16(self, x, x_shape, in_c16: bool, out, out_c16: bool, residual=None, halo=(0, 0, 0, 0)):
+    def run_c16(self, x, x_shape, in_c16: bool, out, out_c16: bool, residual=None, halo=(0, 0, 0, 0),
+                in_halo=(0, 0, 0, 0)):
         """A dense convolution (groups == 1) between layouts: ``x`` and ``out`` flat, each plain or
-        channel-blocked (``cpu/c16.py``); ``x_shape`` the input's (N, C, H, W). A blocked input has no padding;
-        a ``residual`` (flat, plain) needs a plain output, which may be its buffer; a blocked output may be
-        stored inside a zero ``halo`` (top, left, bottom, right pixels) for a depthwise consumer."""
-        self.c16_runner(x_shape[1:], in_c16, out_c16, residual is not None, halo)(x, out, residual)
+        channel-blocked (``cpu/c16.py``); ``x_shape`` the input's (N, C, H, W). A blocked input is stored inside a
+        zero ``in_halo`` (top, left, bottom, right pixels) at least as wide as the padding, which it provides; a
+        ``residual`` (flat) is stored like the output and may be its buffer; a blocked output may be stored
+        inside a zero ``halo`` for its consumers' padding."""
+        self.c16_runner(x_shape[1:], in_c16, out_c16, residual is not None, halo, in_halo)(x, out, residual)
         return out
 
-    def c16_runner(self, x_shape, in_c16: bool, out_c16: bool, residual: bool, halo=(0, 0, 0, 0)):
+    def c16_runner(self, x_shape, in_c16: bool, out_c16: bool, residual: bool, halo=(0, 0, 0, 0),
+                   in_halo=(0, 0, 0, 0)):
         """``run_c16`` for inputs of per-sample shape ``x_shape`` (C, H, W), with every argument but the arrays
         fixed now: a callable ``(x, out, residual or None)`` (flat arrays) that calls the kernel directly (a
         network's small layers took a few microseconds each to work their arguments out again per call)."""
-        if self.groups != 1 or (in_c16 and any(self.pads)) or (residual and out_c16):
-            raise ValueError("channel-blocked convolution needs groups == 1, no padding of a blocked input and "
-                             "a plain output for a residual")
+        pads = tuple(self.pads)
+        if self.groups != 1 or (in_c16 and any(p > h for p, h in zip(pads, in_halo))) or (
+                not in_c16 and any(in_halo)):
+            raise ValueError("channel-blocked convolution needs groups == 1 and a blocked input stored inside a "
+                             "halo at least as wide as the padding")
         c, h, w = x_shape
         _, _, oh, ow = self.out_shape((1, *x_shape))
+        origin = (0, 0)
+        if in_c16:  # the kernel sees the stored planes; the padded input starts inside the halo
+            origin = (in_halo[0] - pads[0], in_halo[1] - pads[1])
+            h, w = h + in_halo[0] + in_halo[2], w + in_halo[1] + in_halo[3]
+            pads = (0, 0, 0, 0)
         wp = self.packed_weight("c16_input" if in_c16 else "blocked")
         if self._bias_c16 is None:  # every lane of a blocked output is written: biases for the padding too
             self._bias_c16 = np.zeros(-(-self.cout // _conv.OCB) * _conv.OCB, np.float32)
             self._bias_c16[: self.cout] = self.bias
-        head = (bool(in_c16), c, h, w, wp, self._bias_c16, self.kh, self.kw, *self.stride, *self.pads,
+        head = (bool(in_c16), c, h, w, wp, self._bias_c16, self.kh, self.kw, *self.stride, *pads,
                 *self.dilation, *self.act)
-        tail = (self.cout, oh, ow, bool(out_c16), *(int(v) for v in halo))
+        tail = (self.cout, oh, ow, bool(out_c16), *(int(v) for v in halo), *origin)
         kernel = _conv.conv2d_c16_kernel
 
         def run(x, out, res=None):

@@ -964,3 +964,87 @@ def test_store_tile_planes_transposes_a_register_tile_into_channel_planes(pixels
     res = dst if has_res else np.empty(0, np.float32)
     _tile_store_kernel(pixels)(src, dst, o, plane, first, count, rows, bias, bi, res, has_res, lo, hi)
     np.testing.assert_array_equal(dst, expected)
+
+
+def _haloed(x16, halo, fill=0.0):
+    """A blocked tensor stored inside a halo (top, left, bottom, right) of `fill`."""
+    t, l, b, r = halo
+    n, cb, h, w, _ = x16.shape
+    out = np.full((n, cb, h + t + b, w + l + r, 16), fill, np.float32)
+    out[:, :, t:t + h, l:l + w] = x16
+    return out
+
+
+@pytest.mark.parametrize(
+    "n,c,h,w,cout,k,stride,dil,pads,in_halo",
+    [
+        (2, 20, 9, 11, 40, 3, 1, 1, (1, 1, 1, 1), (1, 1, 1, 1)),  # ResNet's 3x3 reading its halo as padding
+        (1, 32, 8, 8, 24, 3, 2, 1, (1, 1, 1, 1), (1, 1, 1, 1)),  # stride 2
+        (1, 16, 7, 9, 20, 1, 2, 1, (0, 0, 0, 0), (1, 1, 1, 1)),  # a 1x1 downsample inside a sibling's halo
+        (1, 24, 10, 10, 16, 3, 1, 1, (1, 1, 1, 1), (2, 3, 2, 1)),  # a halo wider than the padding, uneven
+        (1, 16, 12, 12, 16, 3, 1, 2, (2, 2, 2, 2), (2, 2, 2, 2)),  # dilated
+        (2, 48, 6, 5, 64, 5, 1, 1, (2, 2, 2, 2), (2, 2, 2, 2)),  # 5x5
+    ],
+)
+@pytest.mark.parametrize("residual", [None, "separate", "in_place"])
+def test_conv2d_blocked_input_read_inside_its_halo(n, c, h, w, cout, k, stride, dil, pads, in_halo, residual):
+    """A blocked input stored inside a zero halo at least as wide as the padding (the layout pass's dense
+    chains): the convolution starts inside the halo by the difference and reads the rest as its padding; its
+    blocked output, with a blocked residual stored in the same halo (possibly the output's own buffer), goes
+    into a halo of its own. ONNX Runtime's Conv (then the add and relu in numpy) is the oracle; the output's
+    buffer starts full of NaN, as an arena does."""
+    x = rand(n, c, h, w)
+    wt = rand(cout, c, k, k, scale=0.5)
+    bias = rand(cout)
+    relu = cpu.ACTIVATIONS["relu"]
+    plan = cpu.pack_conv2d(wt, bias, stride=(stride, stride), pads=pads, dilation=(dil, dil), act=relu)
+    conv = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], strides=[stride] * 2, pads=list(pads),
+                   dilations=[dil] * 2)
+    out_halo = (1, 1, 1, 1)
+    skip = rand(*conv.shape)
+    ref = np.maximum(conv + (skip if residual else 0), 0)
+    xin = _haloed(cpu_c16.to_c16(x), in_halo, fill=0.0)
+    res16 = _haloed(cpu_c16.to_c16(skip), out_halo, fill=0.0) if residual else None
+    out = res16 if residual == "in_place" else _haloed(cpu_c16.to_c16(np.full(conv.shape, np.nan, np.float32)),
+                                                        out_halo, fill=np.nan)
+    plan.run_c16(xin.reshape(-1), x.shape, True, out.reshape(-1), True,
+                 residual=None if residual is None else res16.reshape(-1), halo=out_halo, in_halo=in_halo)
+    t, l, b, r = out_halo
+    assert (out[:, :, :t] == 0).all() and (out[:, :, -b:] == 0).all()
+    assert (out[:, :, :, :l] == 0).all() and (out[:, :, :, -r:] == 0).all()
+    assert_close(cpu_c16.from_c16(np.ascontiguousarray(out[:, :, t:-b, l:-r]), cout), ref)
+
+
+def test_conv2d_blocked_input_rejects_padding_wider_than_its_halo():
+    plan = cpu.pack_conv2d(rand(8, 16, 3, 3), rand(8), pads=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="halo"):
+        plan.c16_runner((16, 6, 6), True, True, False, in_halo=(1, 0, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "shape,k,stride,pads,dil,ceil,in_halo,out_halo",
+    [
+        ((1, 64, 16, 16), 3, 2, (1, 1, 1, 1), 1, False, (0, 0, 0, 0), (0, 0, 0, 0)),  # ResNet's stem pool
+        ((2, 40, 15, 13), 3, 2, (0, 0, 0, 0), 1, True, (0, 0, 0, 0), (1, 1, 1, 1)),  # GoogLeNet's: ceil mode
+        ((1, 20, 9, 9), 3, 1, (1, 1, 1, 1), 1, False, (1, 1, 1, 1), (0, 0, 0, 0)),  # inception branch pool
+        ((1, 16, 10, 11), 2, 2, (0, 0, 0, 0), 1, False, (2, 1, 0, 3), (0, 0, 0, 0)),  # read inside an uneven halo
+        ((1, 33, 12, 12), 3, 2, (1, 1, 1, 1), 2, False, (0, 0, 0, 0), (0, 2, 1, 0)),  # dilated; 33 channels
+        ((1, 16, 3, 3), 5, 1, (2, 2, 2, 2), 1, False, (0, 0, 0, 0), (0, 0, 0, 0)),  # windows wider than the plane
+    ],
+)
+def test_max_pool_c16(shape, k, stride, pads, dil, ceil, in_halo, out_halo):
+    """Channel-blocked max pooling, input and output each in a halo (the input's halo full of NaN: it must not
+    be read), against ONNX Runtime's MaxPool."""
+    x = rand(*shape)
+    ref = ort_run("MaxPool", {"x": x}, kernel_shape=[k, k], strides=[stride] * 2, pads=list(pads),
+                  dilations=[dil] * 2, ceil_mode=int(ceil))
+    n, c, h, w = shape
+    _, _, oh, ow = ref.shape
+    cb = cpu_c16.blocks(c)
+    xin = _haloed(cpu_c16.to_c16(x), in_halo, fill=np.nan)
+    t, l, b, r = out_halo
+    out = np.full((n, cb, oh + t + b, ow + l + r, 16), np.nan, np.float32)
+    cpu_c16.max_pool_c16_kernel(xin.reshape(-1), cb, xin.shape[2], xin.shape[3], in_halo[0], in_halo[1], h, w, k, k,
+                                stride, stride, pads[0], pads[1], dil, dil, out.reshape(-1), oh, ow, out.shape[2],
+                                out.shape[3], t, l)
+    assert_close(cpu_c16.from_c16(np.ascontiguousarray(out[:, :, t:t + oh, l:l + ow]), c), ref)

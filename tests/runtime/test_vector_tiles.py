@@ -57,7 +57,7 @@ def _blocked(core, x, wt, bias, stride, pads, dil, groups=1, act="identity", res
         out = np.full((n, cout, oh, ow), np.nan, np.float32)
     core(xp.reshape(-1), n, c, h + pt + pb, w + pl + pr, False, _packed(wt, groups), bias, kh, kw, *stride, *dil,
          ACTIVATIONS[act], 0.0, 0.0, _NO_RES if res is None else res.reshape(-1), out.reshape(-1), cout, oh, ow,
-         False, 0, 0, oh, ow, oh * ow)
+         False, 0, 0, oh, ow, oh * ow, 0)
     return out
 
 
@@ -114,10 +114,33 @@ def test_blocked_convolution_tiles_between_channel_blocked_layouts(tiles):
     stored = np.zeros((n, cpu_c16.blocks(cout), hs, ws, 16), np.float32)
     tiles["blocked"](cpu_c16.to_c16(x).reshape(-1), n, c, h, w, True, cpu_conv.pack_c16_input_weight(wt), bias_padded,
                      1, 1, 1, 1, 1, 1, ACTIVATIONS["relu6"], 0.0, 0.0, _NO_RES, stored.reshape(-1), cout, h, w, True,
-                     halo, halo, hs, ws, h * w)
+                     halo, halo, hs, ws, h * w, 0)
     assert (stored[:, :, 0] == 0).all() and (stored[:, :, :, 0] == 0).all()
     inner = np.ascontiguousarray(stored[:, :, halo:-halo, halo:-halo])
     assert_close(cpu_c16.from_c16(inner, cout), np.clip(_ort_conv(x, wt, bias), 0, 6))
+
+
+def test_blocked_convolution_tiles_read_a_halo_and_add_a_blocked_residual_in_place(tiles):
+    """ResNet's blocked chains: a c16 input stored inside a zero halo two pixels wide, read by a 3x3
+    convolution with padding 1 from one pixel into it; a c16 residual in the output's own buffer (64 pixels,
+    which no tile size divides: overlapping last tiles must not add it twice)."""
+    n, c, h, w, cout, halo = 2, 20, 8, 8, 36, 2
+    x = rand(n, c, h, w)
+    wt = rand(cout, c, 3, 3, scale=0.3)
+    bias = rand(cout)
+    skip = rand(n, cout, h, w, scale=3.0)
+    nb = -(-cout // cpu_conv.OCB)
+    bias_padded = np.zeros(nb * cpu_conv.OCB, np.float32)
+    bias_padded[:cout] = bias
+    hs, ws = h + 2 * halo, w + 2 * halo
+    xin = np.zeros((n, cpu_c16.blocks(c), hs, ws, 16), np.float32)
+    xin[:, :, halo:-halo, halo:-halo] = cpu_c16.to_c16(x)
+    out = cpu_c16.to_c16(skip)
+    tiles["blocked"](xin.reshape(-1), n, c, hs, ws, True, cpu_conv.pack_c16_input_weight(wt), bias_padded,
+                     3, 3, 1, 1, 1, 1, ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1), out.reshape(-1), cout, h, w,
+                     True, 0, 0, h, w, h * w, ((halo - 1) * ws + halo - 1) * 16)
+    ref = np.maximum(_ort_conv(x, wt, bias, pads=(1, 1, 1, 1)) + skip, 0)
+    assert_close(cpu_c16.from_c16(out, cout), ref)
 
 
 @pytest.mark.parametrize(
