@@ -89,10 +89,11 @@ def conv_pack_weight_kernel(w, out):
                         out[g, b, (ci * KH + kh) * KW + kw, j] = w[g * COG + oc, ci, kh, kw]
 
 
-def _make_blocked_core(OCB, TP):
+def _make_blocked_core(OCB, TP, SHUFFLED):
     """``_conv_blocked_core`` for a register tile of ``TP`` output pixels (at most TP_MAX) x ``OCB`` output
-    channels (a multiple of 16); the tile sizes are constants of the compiled kernel (closure cells, which
-    Numba's cache keys on), so each tile shape is its own cached kernel."""
+    channels (a multiple of 16), storing a plain output's tile with shuffles (``SHUFFLED``, see
+    ``isa.VectorUnit.shuffled_plane_stores``) or float by float; these are constants of the compiled kernel
+    (closure cells, which Numba's cache keys on), so each variant is its own cached kernel."""
     ACC = OCB * TP
     ITEM_PIXELS = CHUNK // TP * TP  # pixels per work item: whole tiles
 
@@ -250,8 +251,8 @@ def _make_blocked_core(OCB, TP):
                                     o = ((n * OB + ob) * PS + ps16[t]) * 16
                                     add16_res_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16,
                                                           res, o, lo, hi)
-                else:  # channel planes: the tile transposed in registers, each channel's pixels stored as one
-                    # vector (only pixels not stored before: each with its residual, read first)
+                elif SHUFFLED:  # channel planes: the tile transposed in registers, each channel's pixels stored
+                    # as one vector (only pixels not stored before: each with its residual, read first)
                     first = p0 - ps
                     count = min(TP, p_end - ps)
                     o = obase + ps
@@ -260,6 +261,18 @@ def _make_blocked_core(OCB, TP):
                     if OCB > 16 and nvalid > 16:
                         store_tile_planes(of, o + 16 * PO, PO, acc, 16, OCB, TP, first, count, nvalid - 16, bias,
                                           bbase + 16, res, has_res, lo, hi)
+                else:  # channel planes, float by float: pixels not stored before, each plus its residual
+                    first = p0 - ps if has_res else 0
+                    count = min(TP, p_end - ps)
+                    for j in range(nvalid):
+                        bv = bias[bbase + j]
+                        oj = obase + j * PO + ps
+                        if has_res:
+                            for t in range(first, count):
+                                of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv + res[U(oj + t)], lo, hi)
+                        else:
+                            for t in range(first, count):
+                                of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv, lo, hi)
                 p0 = ps + TP
             if not in_regs:
                 if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
@@ -276,7 +289,7 @@ def _make_blocked_core(OCB, TP):
     return _conv_blocked_core
 
 
-_conv_blocked_core = _make_blocked_core(OCB, TP)
+_conv_blocked_core = _make_blocked_core(OCB, TP, VECTOR_UNIT.shuffled_plane_stores)
 
 
 PW_MR, PW_PV = VECTOR_UNIT.pointwise_tile  # pointwise kernel's register tile: output channels x pixels

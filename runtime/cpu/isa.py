@@ -44,13 +44,19 @@ class VectorUnit:
     pointwise_tile: tuple[int, int]  # pointwise convolution: (output channels, pixels) per register tile
     depthwise_lanes: int  # plain-layout depthwise convolution: output columns per accumulator row
     c16_depthwise_pixels: int  # channel-blocked depthwise convolution: output pixels (x 16 channels) per tile
+    # blocked convolution into channel planes: the tile transposed with shuffles and stored as vectors
+    # (``_vec.store_tile_planes``), or float by float. Measured with Numba compiling for each unit, ResNet-50 /
+    # MobileNet-V2 at batch 1: AVX-512 2-3% faster with the shuffles, AVX2 even to 5% faster, AVX-512 with
+    # 256-bit vectors 1.5x slower (33.8-34.1 -> 50.8-51.2 ms, 3.4-3.5 -> 5.0-5.1 ms): the whole kernel, hot
+    # loop included, ran slower with the shuffles in it.
+    shuffled_plane_stores: bool
 
 
 # Tile sizes measured here (see the README): each one the fastest of those tried for its unit, with
 # Numba compiling for that unit (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) on this AMD Zen 5 machine.
-AVX512 = VectorUnit("avx512", "AVX-512", 512, 32, 7, (8, 32), 16, 8)
-AVX512_YMM = VectorUnit("avx512-ymm", "AVX-512 (256-bit vectors)", 256, 32, 5, (4, 32), 16, 8)
-AVX2 = VectorUnit("avx2", "AVX2", 256, 16, 3, (3, 32), 8, 4)
+AVX512 = VectorUnit("avx512", "AVX-512", 512, 32, 7, (8, 32), 16, 8, True)
+AVX512_YMM = VectorUnit("avx512-ymm", "AVX-512 (256-bit vectors)", 256, 32, 5, (4, 32), 16, 8, False)
+AVX2 = VectorUnit("avx2", "AVX2", 256, 16, 3, (3, 32), 8, 4, True)
 
 
 def target_cpu() -> tuple[str, str]:
