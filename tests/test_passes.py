@@ -307,19 +307,24 @@ def test_layout_snapshot_and_where_it_must_not_fire(write_spec):
     assert layout.run(graph, PassContext()) is False
 
 
-def test_layout_computes_the_same_function(write_spec):
-    """Blocked chains on the CPU agree with the reference and with the plain-layout plan, batch 1 and 3."""
-    path = write_spec(DEPTHWISE_CHAINS)
+def _assert_layout_keeps_values(path: str, image: tuple, seed: int) -> None:
+    """The plan with and without the layout pass, run by the CPU target, agree with the reference target
+    (plain plan) at batch 1 and 3."""
     plans = {label: plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
              for label, disabled in (("blocked", ()), ("plain", ("layout",)))}
-    w = initialise(plans["plain"]["constants"], seed=11)
+    w = initialise(plans["plain"]["constants"], seed=seed)
     for n in (1, 3):
-        x = np.random.default_rng(n).standard_normal((n, 3, 20, 20)).astype(np.float32)
+        x = np.random.default_rng(n).standard_normal((n, *image)).astype(np.float32)
         ref = Program(plans["plain"], w).run({"x": x})
         for label, plan in plans.items():
             out = Program(plan, w, target="cpu").run({"x": x})
             for k in ref:
                 assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * max(1.0, np.max(np.abs(ref[k]))), (label, n, k)
+
+
+def test_layout_computes_the_same_function(write_spec):
+    """Blocked chains on the CPU agree with the reference and with the plain-layout plan, batch 1 and 3."""
+    _assert_layout_keeps_values(write_spec(DEPTHWISE_CHAINS), (3, 20, 20), seed=11)
 
 
 DENSE_CHAINS = """\
@@ -364,17 +369,7 @@ def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
 def test_layout_dense_chains_compute_the_same_function(write_spec):
     """Blocked dense chains (halos wider than a reader's padding, a blocked skip added in place, max pools) on
     the CPU agree with the reference target, batch 1 and 3."""
-    path = write_spec(DENSE_CHAINS)
-    plans = {label: plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
-             for label, disabled in (("blocked", ()), ("plain", ("layout",)))}
-    w = initialise(plans["plain"]["constants"], seed=5)
-    for n in (1, 3):
-        x = np.random.default_rng(n).standard_normal((n, 3, 24, 24)).astype(np.float32)
-        ref = Program(plans["plain"], w).run({"x": x})
-        for label, plan in plans.items():
-            out = Program(plan, w, target="cpu").run({"x": x})
-            for k in ref:
-                assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * max(1.0, np.max(np.abs(ref[k]))), (label, n, k)
+    _assert_layout_keeps_values(write_spec(DENSE_CHAINS), (3, 24, 24), seed=5)
 
 
 def test_layout_keeps_winograd_convolutions_plain():

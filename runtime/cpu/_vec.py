@@ -16,7 +16,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-__all__ = ["add16_store", "add16_clamp_store", "add16_res_clamp_store", "clamp16_store", "clamp16_res_store", "max16_store", "store_tile_planes"]
+__all__ = ["add16_store", "add16_clamp_store", "add16_res_clamp_store", "clamp16_store", "clamp16_res_store",
+           "max16_store", "store_tile_planes"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -32,6 +33,36 @@ def _typed(arrays, ints, floats) -> bool:
             and all(isinstance(t, types.Integer) for t in ints) and all(isinstance(t, types.Float) for t in floats))
 
 
+def _load16(context, builder, signature, args, k):
+    """The 16 floats of the array argument ``k`` from the index argument ``k + 1``, as one vector load."""
+    index = context.cast(builder, args[k + 1], signature.args[k + 1], types.intp)
+    return builder.load(_vec_ptr(context, builder, signature.args[k], args[k], index), align=4)
+
+
+def _store16(context, builder, signature, args, value):
+    """Store the vector ``value`` into the array argument 0 from the index argument 1."""
+    index = context.cast(builder, args[1], signature.args[1], types.intp)
+    builder.store(value, _vec_ptr(context, builder, signature.args[0], args[0], index), align=4)
+
+
+def _splat(builder, value, vtype=_V16):
+    """``value`` in every lane of a ``vtype`` vector."""
+    v = builder.insert_element(ir.Constant(vtype, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), vtype.count), [0] * vtype.count))
+
+
+def _splat_arg(context, builder, signature, args, k):
+    """The float argument ``k`` in all 16 lanes."""
+    return _splat(builder, context.cast(builder, args[k], signature.args[k], types.float32))
+
+
+def _clamp16(context, builder, signature, v, args, lo_hi_at):
+    """min(max(v, lo), hi) with ordered comparisons (NaN passes), lo and hi the arguments at `lo_hi_at`."""
+    lo, hi = (_splat_arg(context, builder, signature, args, k) for k in lo_hi_at)
+    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+    return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+
+
 @intrinsic
 def add16_store(typingctx, dst, di, a, ai, b, bi):
     """dst[di:di+16] = a[ai:ai+16] + b[bi:bi+16] as one vector load of each operand and one store."""
@@ -39,15 +70,11 @@ def add16_store(typingctx, dst, di, a, ai, b, bi):
         return None
 
     def codegen(context, builder, signature, args):
-        d, dix, x, xi, y, yi = args
-        dix, xi, yi = (context.cast(builder, v, t, types.intp) for v, t in zip((dix, xi, yi), signature.args[1::2]))
-        vx = builder.load(_vec_ptr(context, builder, signature.args[2], x, xi), align=4)
-        vy = builder.load(_vec_ptr(context, builder, signature.args[4], y, yi), align=4)
-        builder.store(builder.fadd(vx, vy), _vec_ptr(context, builder, signature.args[0], d, dix), align=4)
+        load = lambda k: _load16(context, builder, signature, args, k)  # noqa: E731
+        _store16(context, builder, signature, args, builder.fadd(load(2), load(4)))
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, b, bi), codegen
-
 
 
 @intrinsic
@@ -58,28 +85,11 @@ def max16_store(typingctx, dst, di, a, ai, b, bi):
         return None
 
     def codegen(context, builder, signature, args):
-        d, dix, x, xi, y, yi = args
-        dix, xi, yi = (context.cast(builder, v, t, types.intp) for v, t in zip((dix, xi, yi), signature.args[1::2]))
-        va = builder.load(_vec_ptr(context, builder, signature.args[2], x, xi), align=4)
-        vb = builder.load(_vec_ptr(context, builder, signature.args[4], y, yi), align=4)
-        v = builder.select(builder.fcmp_ordered(">", vb, va), vb, va)
-        builder.store(v, _vec_ptr(context, builder, signature.args[0], d, dix), align=4)
+        va, vb = (_load16(context, builder, signature, args, k) for k in (2, 4))
+        _store16(context, builder, signature, args, builder.select(builder.fcmp_ordered(">", vb, va), vb, va))
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, b, bi), codegen
-
-def _splat(builder, value):
-    vec = ir.Constant(_V16, None)
-    for lane in range(16):
-        vec = builder.insert_element(vec, value, ir.Constant(ir.IntType(32), lane))
-    return vec
-
-
-def _clamp16(context, builder, signature, v, args, lo_hi_at):
-    """min(max(v, lo), hi) with ordered comparisons (NaN passes), lo and hi the arguments at `lo_hi_at`."""
-    lo, hi = (_splat(builder, context.cast(builder, args[k], signature.args[k], types.float32)) for k in lo_hi_at)
-    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
-    return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
 
 
 @intrinsic
@@ -89,16 +99,12 @@ def add16_clamp_store(typingctx, dst, di, a, ai, b, bi, lo, hi):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        dix, xi, yi = (context.cast(builder, args[k], sig[k], types.intp) for k in (1, 3, 5))
-        vx = builder.load(_vec_ptr(context, builder, sig[2], args[2], xi), align=4)
-        vy = builder.load(_vec_ptr(context, builder, sig[4], args[4], yi), align=4)
-        v = _clamp16(context, builder, signature, builder.fadd(vx, vy), args, (6, 7))
-        builder.store(v, _vec_ptr(context, builder, sig[0], args[0], dix), align=4)
+        load = lambda k: _load16(context, builder, signature, args, k)  # noqa: E731
+        v = _clamp16(context, builder, signature, builder.fadd(load(2), load(4)), args, (6, 7))
+        _store16(context, builder, signature, args, v)
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, b, bi, lo, hi), codegen
-
 
 
 @intrinsic
@@ -109,16 +115,13 @@ def add16_res_clamp_store(typingctx, dst, di, a, ai, b, bi, r, ri, lo, hi):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        dix, xi, yi, rix = (context.cast(builder, args[k], sig[k], types.intp) for k in (1, 3, 5, 7))
-        vx = builder.load(_vec_ptr(context, builder, sig[2], args[2], xi), align=4)
-        vy = builder.load(_vec_ptr(context, builder, sig[4], args[4], yi), align=4)
-        vr = builder.load(_vec_ptr(context, builder, sig[6], args[6], rix), align=4)
-        v = _clamp16(context, builder, signature, builder.fadd(builder.fadd(vx, vy), vr), args, (8, 9))
-        builder.store(v, _vec_ptr(context, builder, sig[0], args[0], dix), align=4)
+        load = lambda k: _load16(context, builder, signature, args, k)  # noqa: E731
+        v = builder.fadd(builder.fadd(load(2), load(4)), load(6))
+        _store16(context, builder, signature, args, _clamp16(context, builder, signature, v, args, (8, 9)))
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, b, bi, r, ri, lo, hi), codegen
+
 
 @intrinsic
 def clamp16_store(typingctx, dst, di, a, ai, bv, lo, hi):
@@ -127,12 +130,9 @@ def clamp16_store(typingctx, dst, di, a, ai, bv, lo, hi):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        dix, xi = (context.cast(builder, args[k], sig[k], types.intp) for k in (1, 3))
-        b = _splat(builder, context.cast(builder, args[4], sig[4], types.float32))
-        v = builder.fadd(builder.load(_vec_ptr(context, builder, sig[2], args[2], xi), align=4), b)
-        v = _clamp16(context, builder, signature, v, args, (5, 6))
-        builder.store(v, _vec_ptr(context, builder, sig[0], args[0], dix), align=4)
+        v = builder.fadd(_load16(context, builder, signature, args, 2),
+                         _splat_arg(context, builder, signature, args, 4))
+        _store16(context, builder, signature, args, _clamp16(context, builder, signature, v, args, (5, 6)))
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, bv, lo, hi), codegen
@@ -145,18 +145,13 @@ def clamp16_res_store(typingctx, dst, di, a, ai, bv, r, ri, lo, hi):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        dix, xi, rix = (context.cast(builder, args[k], sig[k], types.intp) for k in (1, 3, 6))
-        b = _splat(builder, context.cast(builder, args[4], sig[4], types.float32))
-        v = builder.fadd(builder.load(_vec_ptr(context, builder, sig[2], args[2], xi), align=4), b)
-        v = builder.fadd(v, builder.load(_vec_ptr(context, builder, sig[5], args[5], rix), align=4))
-        v = _clamp16(context, builder, signature, v, args, (7, 8))
-        builder.store(v, _vec_ptr(context, builder, sig[0], args[0], dix), align=4)
+        v = builder.fadd(_load16(context, builder, signature, args, 2),
+                         _splat_arg(context, builder, signature, args, 4))
+        v = builder.fadd(v, _load16(context, builder, signature, args, 5))
+        _store16(context, builder, signature, args, _clamp16(context, builder, signature, v, args, (7, 8)))
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, bv, r, ri, lo, hi), codegen
-
-
 
 # ---- storing a pixel-major register tile into channel planes (the blocked convolution's plain output)
 
@@ -190,11 +185,6 @@ def _transpose_network(builder, vectors):
     s2 = stage([(s1[4 * b + g], s1[4 * b + 2 + g]) for b in range(2) for g in range(2)], 2)  # 4b + 2g + h
     s3 = stage([(s2[2 * g + h], s2[4 + 2 * g + h]) for g in range(2) for h in range(2)], 1)  # 4g + 2h + m
     return [value for value, _labels, _real in s3]
-
-
-def _splat_n(builder, value, vtype):
-    v = builder.insert_element(ir.Constant(vtype, None), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vtype.count), [0] * vtype.count))
 
 
 def _masked_store(builder, value, ptr, mask):
@@ -241,21 +231,22 @@ def store_tile_planes(typingctx, dst, o, plane, acc, a0, astride, pixels, first,
                                                 _V16.as_pointer()), align=4) if t < TP else None for t in range(8)]
         pairs = _transpose_network(builder, vectors)
         lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
-        mask = builder.and_(builder.icmp_signed(">=", lanes, _splat_n(builder, first_, ir.VectorType(intp, 8))),
-                            builder.icmp_signed("<", lanes, _splat_n(builder, count_, ir.VectorType(intp, 8))))
+        mask = builder.and_(builder.icmp_signed(">=", lanes, _splat(builder, first_, ir.VectorType(intp, 8))),
+                            builder.icmp_signed("<", lanes, _splat(builder, count_, ir.VectorType(intp, 8))))
         dst_data = make_array(sig[0])(context, builder, args[0]).data
         bias_data = make_array(sig[10])(context, builder, args[10]).data
         res_data = make_array(sig[12])(context, builder, args[12]).data
         has_res_ = args[13]
-        lo8 = _splat_n(builder, context.cast(builder, args[14], sig[14], types.float32), _V8)
-        hi8 = _splat_n(builder, context.cast(builder, args[15], sig[15], types.float32), _V8)
+        lo8 = _splat(builder, context.cast(builder, args[14], sig[14], types.float32), _V8)
+        hi8 = _splat(builder, context.cast(builder, args[15], sig[15], types.float32), _V8)
         for k, vec in enumerate(pairs):
             for j0 in (0, 1):
                 j = 2 * k + j0
-                row = builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, 8), [j0 * 8 + t for t in range(8)]))
+                lanes_j = ir.Constant(ir.VectorType(_I32, 8), [j0 * 8 + t for t in range(8)])
+                row = builder.shuffle_vector(vec, vec, lanes_j)
                 with builder.if_then(builder.icmp_signed("<", ir.Constant(intp, j), rows_)):
                     b = builder.load(builder.gep(bias_data, [builder.add(bi_, ir.Constant(intp, j))]), align=4)
-                    v = builder.fadd(row, _splat_n(builder, b, _V8))
+                    v = builder.fadd(row, _splat(builder, b, _V8))
                     off = builder.add(o_, builder.mul(plane_, ir.Constant(intp, j)))
                     before = builder.block
                     with builder.if_then(has_res_):

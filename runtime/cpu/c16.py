@@ -24,7 +24,7 @@ from numba import prange
 from ._act import ACT_NONE, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
 from .isa import VECTOR_UNIT
-from .pool import inside_taps
+from .pool import inside_taps, max_rows_into
 from ._vec import max16_store
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
@@ -324,15 +324,8 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
                 for q in range(OW * C16):
                     out[U(ob + q)] = ninf
                 continue
-            i = xb + ((ih0 + kh_lo * dh + it) * WS + il) * C16
-            for q in range(W * C16):
-                vm[U(q)] = x[U(i + q)]
-            for kh in range(kh_lo + 1, kh_hi):
-                i = xb + ((ih0 + kh * dh + it) * WS + il) * C16
-                for q in range(W * C16):
-                    v = x[U(i + q)]
-                    m = vm[U(q)]
-                    vm[U(q)] = v if v > m else m
+            max_rows_into(vm, 0, x, xb + ((ih0 + kh_lo * dh + it) * WS + il) * C16, dh * WS * C16, kh_hi - kh_lo,
+                          W * C16)
             for ow in range(OW):
                 o = ob + ow * C16
                 iw0 = ow * sw - pl

@@ -50,6 +50,21 @@ MAX_CHUNKS = 16  # parallel chunks of planes for max pooling, each with its own 
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def max_rows_into(vm, vo, xf, i, step, rows, n):
+    """vm[vo:vo + n] = the maximum of ``rows`` (at least 1) input runs of n floats, xf[i:], xf[i + step:], ...
+    (``v if v > m else m``: the first row's NaN stays, later NaNs are passed over). One contiguous loop per
+    row: a max pool's window rows, of a plain plane or of a channel-blocked one (W * 16 floats)."""
+    for q in range(n):
+        vm[U(vo + q)] = xf[U(i + q)]
+    for r in range(1, rows):
+        j = i + r * step
+        for q in range(n):
+            v = xf[U(j + q)]
+            m = vm[U(vo + q)]
+            vm[U(vo + q)] = v if v > m else m
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _max_cols(vm, o, of, OW, KW, SW, dw):
     """of[o + ow] = max over kw of vm[ow * SW + kw * dw]; called with a literal SW so that LLVM sees the
     constant stride (stride 2 then loads whole vectors and shuffles instead of gathering)."""
@@ -209,15 +224,7 @@ def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
                     for ow in range(OW):
                         of[U(o + ow)] = ninf
                     continue
-                i = xb + (ih0 + kh_lo * dh) * W
-                for q in range(q1):
-                    vm[U(pl + q)] = xf[U(i + q)]
-                for kh in range(kh_lo + 1, kh_hi):
-                    i = xb + (ih0 + kh * dh) * W
-                    for q in range(q1):
-                        v = xf[U(i + q)]
-                        m = vm[U(pl + q)]
-                        vm[U(pl + q)] = v if v > m else m
+                max_rows_into(vm, pl, xf, xb + (ih0 + kh_lo * dh) * W, dh * W, kh_hi - kh_lo, q1)
                 if sw == 2:
                     _max_cols(vm, o, of, OW, KW, 2, dw)
                 else:
