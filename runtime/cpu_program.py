@@ -275,6 +275,8 @@ class CpuProgram:
         """A concatenation; with `slices` (tensor -> (buffer, channel offset)), inputs that their producers
         wrote in place are not copied again (None: nothing left to copy)."""
         axis = step["attrs"]["axis"]
+        if step["output"] in self.blocked:
+            return self._bind_c16_concat(step, slices)
         if axis != 1 or not slices:
             return lambda xs, out, s: concat_into(xs, axis, out)
         buf, base = slices.get(step["output"], (step["output"], 0))
@@ -290,6 +292,29 @@ class CpuProgram:
         def run_concat(xs, out, s):
             for i, off, c in copies:
                 np.copyto(out[:, off:off + c], xs[i])
+        return run_concat
+
+    def _bind_c16_concat(self, step, slices: dict):
+        """A channel-blocked concatenation: each input is a run of whole blocks of the output, stored inside
+        the same halo; inputs that their producers wrote in place (`slices`) are not copied again."""
+        out = step["output"]
+        for t in step["inputs"]:
+            if t not in self.blocked or self.shapes[t][0] % 16 or self.halos.get(t) != self.halos.get(out):
+                raise PlanError(f"step {step['name']}: input {t} of a channel-blocked concatenation is not "
+                                f"stored as whole blocks inside the output's halo")
+        buf, base = slices.get(out, (out, 0))
+        copies, offset = [], 0
+        for i, t in enumerate(step["inputs"]):
+            c = self.shapes[t][0]
+            if slices.get(t) != (buf, base + offset):
+                copies.append((i, offset // 16, c // 16))
+            offset += c
+        if not copies:
+            return None
+
+        def run_concat(xs, out, s):
+            for i, first, cb in copies:
+                np.copyto(out[:, first:first + cb], xs[i])  # (the halo too: zeros, written by the producer)
         return run_concat
 
     def _bind_c16_conv(self, step, weight, bias, act, in_c16: bool, out_c16: bool):
@@ -364,7 +389,10 @@ class CpuProgram:
             size = math.prod(self.storage[t])
             views[t] = arena[off * n: (off + size) * n].reshape(n, *self.storage[t])
         for t, (buf, off) in mode.slices.items():  # batches of one: contiguous channel slices
-            views[t] = views[buf][:, off:off + self.shapes[t][0]]
+            if t in self.blocked:  # (whole blocks: the memory plan's guarantee)
+                views[t] = views[buf][:, off // 16:off // 16 + _c16.blocks(self.shapes[t][0])]
+            else:
+                views[t] = views[buf][:, off:off + self.shapes[t][0]]
         scratch = {out: views[workspace_key(out)] for out in mode.workspace}
         for out_name, (gemm, in_shape) in self._scratch_shapes.items():
             scratch[out_name] = np.empty(gemm.out_shape((n, *in_shape)), np.float32)

@@ -106,33 +106,39 @@ def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
     itself a slice of that buffer (DenseNet: every layer's concat is a prefix of the block's last one, so a
     whole dense block lives in one buffer and no concat copies anything). Otherwise each input that may be
     placed goes into the concat's own storage. Not placed: network inputs, tensors read through a view op,
-    outputs of view ops and transposed convolutions, and tensors already placed in another buffer (those
-    are copied by the concat as before)."""
+    outputs of view ops and transposed convolutions, tensors already placed in another buffer, and tensors
+    not stored in the buffer's layout (those are copied by the concat as before). A channel-blocked
+    tensor is placed only as whole blocks of a channel-blocked buffer with the same halo."""
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
     producer = {s["output"]: s["op"] for s in plan["steps"]}
     viewed = {s["inputs"][0] for s in plan["steps"] if s["op"] in VIEW_OPS}
     slices: dict[str, tuple[str, int]] = {}
 
     blocked = blocked_tensors(plan)
+    halos = tensor_halos(plan)
 
-    def placeable(t: str) -> bool:
-        return (t in producer and producer[t] not in _NO_SLICE_PRODUCERS and t not in viewed
-                and t not in slices and len(shapes[t]) == 3 and t not in blocked)
+    def placeable(t: str, buf: str, offset: int) -> bool:
+        """Whether `t` may live at channel `offset` of `buf`: in the same layout, and for the blocked
+        layout as whole blocks inside the same halo."""
+        if not (t in producer and producer[t] not in _NO_SLICE_PRODUCERS and t not in viewed
+                and t not in slices and len(shapes[t]) == 3 and (t in blocked) == (buf in blocked)):
+            return False
+        return t not in blocked or (offset % 16 == 0 and shapes[t][0] % 16 == 0 and halos.get(t) == halos.get(buf))
 
     for step in reversed(plan["steps"]):
         out = step["output"]
         if step["op"] != "concat" or step["attrs"]["axis"] != 1 or len(shapes[out]) != 3:
             continue
         ins = step["inputs"]
-        if len(set(ins)) == len(ins) and all(t in slices for t in ins) and placeable(out):
+        if len(set(ins)) == len(ins) and all(t in slices for t in ins):
             buf, first = slices[ins[0]]
             offsets = [first + sum(shapes[u][0] for u in ins[:i]) for i in range(len(ins))]
-            if all(slices[t] == (buf, o) for t, o in zip(ins, offsets)):
+            if all(slices[t] == (buf, o) for t, o in zip(ins, offsets)) and placeable(out, buf, first):
                 slices[out] = (buf, first)
                 continue
         buf, off = slices.get(out, (out, 0))
         for t in ins:
-            if placeable(t) and ins.count(t) == 1:
+            if ins.count(t) == 1 and placeable(t, buf, off):
                 slices[t] = (buf, off)
             off += shapes[t][0]
     return slices

@@ -372,6 +372,53 @@ def test_layout_dense_chains_compute_the_same_function(write_spec):
     _assert_layout_keeps_values(write_spec(DENSE_CHAINS), (3, 24, 24), seed=5)
 
 
+BLOCKED_CONCATS = """\
+network inception() {
+    input x: (N, 3, 20, 20)
+    stem = conv(x, 32, 3, padding=1)
+    a = conv(stem, 16, 1)
+    b = conv(stem, 32, 3, padding=1)
+    p = maxpool(stem, 3, stride=1, padding=1)
+    cat = concat(a, b, p)                   # blocked: whole blocks of blocked producers; halo 1 (c's padding)
+    c = conv(cat, 32, 3, padding=1)
+    d = conv(cat, 16, 1)
+    q = maxpool(cat, 3, stride=2, ceil_mode=true)
+    cat2 = concat(c, d, b)                  # blocked, halo 1 (h's); b is read by two concats
+    h = conv(cat2, 16, 3, padding=1)        # plain: a network output
+    e = conv(q, 16, 1)
+    f = conv(q, 32, 3, padding=1)
+    cat3 = concat(e, f)                     # blocked, no halo: a global pool reads it
+    g = global_avgpool(cat3)
+    k = conv(q, 8, 1)
+    e2 = conv(q, 16, 1)
+    cat4 = concat(e2, k)                    # plain: k's 8 channels are not a whole block (and an output)
+    output y = h, g, cat4
+}
+"""
+
+
+def test_layout_blocks_concatenations_of_whole_blocks(write_spec):
+    from cnnc.passes import layout
+    graph = compile_spec(write_spec(BLOCKED_CONCATS), disabled=("layout",)).graph
+    before = graph.dump()
+    assert layout.run(graph, PassContext()) is True
+    verify.run(graph, "layout")
+    attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
+    blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
+    assert blocked == {"stem", "a", "b", "p", "cat", "c", "d", "q", "cat2", "e", "f", "cat3"}
+    # a concatenation and its inputs share one halo: the widest padding among the readers of any of them
+    assert {n for n in blocked if attrs[n].get("halo") == (1, 1, 1, 1)} == {
+        "stem", "a", "b", "p", "cat", "c", "d", "q", "cat2"}
+    check_snapshot("layout_concats.txt", before + "--- after layout ---\n" + graph.dump())
+    assert layout.run(graph, PassContext()) is False
+
+
+def test_layout_blocked_concatenations_compute_the_same_function(write_spec):
+    """Blocked concatenations (in place and copied, inside halos, read by convolutions, max pools and a
+    global pool) on the CPU agree with the reference target, batch 1 and 3."""
+    _assert_layout_keeps_values(write_spec(BLOCKED_CONCATS), (3, 20, 20), seed=7)
+
+
 def test_layout_keeps_winograd_convolutions_plain():
     """VGG-16's convolutions that the CPU target computes with Winograd read and write the plain layout; its
     other convolutions form blocked chains."""

@@ -18,7 +18,7 @@ Guarantees: an output gets the attribute `layout` = "c16" only in these chains -
   (top, left, bottom, right): P's output is stored inside a zero border that wide, written by P, so D
   reads its padding where it lies.
 
-Dense chains (ResNet, VGG, the stems and inception branches of GoogLeNet, DenseNet's bottlenecks): a dense
+Dense chains (ResNet, VGG, GoogLeNet, DenseNet's bottlenecks): a dense
 convolution writes its output in this layout, and its consumers read it without reorders, when a
 convolution's output T is read only by
   - dense convolutions, as their input (any kernel, stride, padding or dilation) -- except those the CPU
@@ -27,14 +27,18 @@ convolution's output T is read only by
     (the kernel reads the residual where it stores the output, often in the same buffer);
   - max pools, whose output is then blocked too (a max pool's input and output are blocked together);
   - global average pools, if T needs no halo;
+  - channel concatenations (axis 1) of inputs that are all blocked and all whole blocks (multiples of 16
+    channels), whose output is then blocked too. Each input is a run of the output's blocks, inside the
+    output's halo (made equal across a concatenation and its inputs), so the memory plan can place it there
+    and its producer writes it in place (GoogLeNet's inceptions: every branch and every reader blocked);
 but not by the expansion convolution of a depthwise chain: MobileNet-V2's and EfficientNet-B0's trunks
 between the chains stay plain (blocked, the projections gained what the expansions, then reading the
 blocked layout, lost: both networks ran 5-15% slower in alternating runs).
-A max pool's output is blocked under the same rule. The candidates are narrowed to a fixed point (a tensor
-leaves when a consumer it depends on does). T's `halo` is the widest padding of each side among its
-convolution consumers, so that each reads its padding in place (one with less padding starts further
-inside the halo), widened to match across residual pairs.
-Nothing that is a network output, or whose consumers include a view, concat, add or any other op, is blocked.
+A max pool's or a concatenation's output is blocked under the same rule. The candidates are narrowed to a
+fixed point (a tensor leaves when a consumer it depends on does). T's `halo` is the widest padding of each
+side among its convolution consumers, so that each reads its padding in place (one with less padding starts
+further inside the halo), widened to match across residual pairs and concatenations.
+Nothing that is a network output, or whose consumers include a view, add or any other op, is blocked.
 The attributes only say how a target may store the tensor: the values (and the reference target, which
 ignores them) are unchanged.
 """
@@ -123,6 +127,10 @@ def _dense_chains(graph) -> bool:
             return "conv"
         if d["op"] == "maxpool":
             return "maxpool"
+        ins = d["inputs"]
+        if (d["op"] == "concat" and d["attrs"]["axis"] == 1 and len(set(ins)) == len(ins)
+                and all(graph.node(t)["shape"][0] % 16 == 0 for t in ins)):
+            return "concat"  # (whole blocks per input: each is a run of the output's blocks)
         return None
 
     blocked = {n for n in graph.op_nodes() if producer_kind(n)}
@@ -139,7 +147,7 @@ def _dense_chains(graph) -> bool:
                     return False  # (an expansion of a depthwise chain reads the plain layout)
                 if ins.index(t) == 1 and not is_blocked(u):  # the residual: blocked with the output
                     return False
-            elif d["op"] == "maxpool":
+            elif d["op"] in ("maxpool", "concat"):
                 if not is_blocked(u):
                     return False
             elif d["op"] != "global_avgpool":
@@ -150,6 +158,8 @@ def _dense_chains(graph) -> bool:
         d = graph.node(t)
         if d["op"] == "maxpool":
             return is_blocked(d["inputs"][0])
+        if d["op"] == "concat":
+            return all(t in blocked for t in d["inputs"])
         if d["attrs"].get("residual"):  # (its skip's halo is made equal to the output's below)
             return d["inputs"][1] in blocked
         return True
@@ -175,7 +185,8 @@ def _dense_chains(graph) -> bool:
 
 def _halos(graph, blocked: set[str]) -> dict[str, tuple[int, int, int, int]]:
     """Each blocked tensor's halo: the widest padding per side among the convolutions reading it as their
-    input, made equal (widest of both) across a residual convolution's skip and output."""
+    input, made equal (widest of both) across a residual convolution's skip and output, and across a
+    concatenation and its inputs (they are runs of its blocks, in one buffer)."""
     halos = {}
     for t in blocked:
         pads = [graph.node(u)["attrs"]["pads"] for u in graph.users(t)
@@ -183,6 +194,7 @@ def _halos(graph, blocked: set[str]) -> dict[str, tuple[int, int, int, int]]:
         halos[t] = tuple(max((p[i] for p in pads), default=0) for i in range(4))
     pairs = [(t, graph.node(t)["inputs"][1]) for t in blocked
              if graph.node(t)["op"] == "conv" and graph.node(t)["attrs"].get("residual")]
+    pairs += [(t, i) for t in blocked if graph.node(t)["op"] == "concat" for i in graph.node(t)["inputs"]]
     changed = True
     while changed:
         changed = False

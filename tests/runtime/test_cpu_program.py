@@ -175,6 +175,26 @@ def test_concat_slices_edge_cases(write_spec):
                 assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * np.max(np.abs(ref[k])), (n, k)
 
 
+def test_blocked_concat_slices(write_spec):
+    """Channel-blocked concatenations (the layout pass's) hold their inputs as runs of whole blocks: written in
+    place at batch 1 (an input already placed in a later concat is copied, by blocks), copied at batch 2."""
+    from test_passes import BLOCKED_CONCATS
+    plan, sliced, copying, reference = _cpu_and_copying(write_spec(BLOCKED_CONCATS))
+    slices = {t: tuple(v) for t, v in plan["memory"]["slices"].items()}
+    assert {t: v for t, v in slices.items() if v[0] != "cat4"} == {
+        "a": ("cat", 0), "p": ("cat", 48), "c": ("cat2", 0), "d": ("cat2", 32), "b": ("cat2", 48),
+        "e": ("cat3", 0), "f": ("cat3", 16)}
+    runners = {s["output"]: r for s, r in zip(plan["steps"], sliced.cpu.runners)}
+    assert runners["cat"] is not None and runners["cat2"] is None and runners["cat3"] is None
+    for n in (1, 2):
+        x = np.random.default_rng(n).standard_normal((n, 3, 20, 20)).astype(np.float32)
+        ref = reference.run({"x": x})
+        for prog in (sliced, copying):
+            out = prog.run({"x": x})
+            for k in ref:
+                assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * np.max(np.abs(ref[k])), (n, k)
+
+
 def test_squeeze_excitation_has_no_full_size_temporaries():
     """EfficientNet's SE blocks: pool -> 1x1 conv + silu -> 1x1 conv + sigmoid (activations fused, the convs
     run as matrix-vector products) -> channel multiply written over the features it scales."""
