@@ -94,6 +94,15 @@ class Graph:
             self.g.nodes[dst]["params"][prefix + role] = cname
         self.g.nodes[src]["params"] = {}
 
+    def move_before(self, name: str, anchor: str) -> None:
+        """Place node `name` just before `anchor` in node order (which passes keep topological)."""
+        order = [n for n in self.g.nodes if n != name]
+        order.insert(order.index(anchor), name)
+        moved = nx.MultiDiGraph(**self.g.graph)
+        moved.add_nodes_from((n, self.g.nodes[n]) for n in order)
+        moved.add_edges_from(self.g.edges(keys=True, data=True))
+        self.g = moved
+
     def single_user(self, name: str) -> str | None:
         """The only consumer of `name`, if it has exactly one and is not a graph output."""
         users = self.users(name)

@@ -9,7 +9,7 @@ from cnnc.compiler import build_graph, compile_spec
 from cnnc.errors import CnncError
 from cnnc.passes import PASS_NAMES, PassContext, dce, infer_shapes, run_pipeline, verify
 from cnnc.runtime.executor import Program
-from cnnc.weights import initialise
+from cnnc.weights import initialise, seeded_fixture_weights
 from conftest import MODELS, SPECS, check_snapshot
 
 DEAD_BRANCH = """\
@@ -26,8 +26,8 @@ network dead() {
 
 
 def test_pipeline_names():
-    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual",
-                          "layout"]
+    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "pool_first",
+                          "fuse_residual", "layout"]
 
 
 def test_dce_removes_dead_layers_and_their_weights(write_spec):
@@ -112,7 +112,8 @@ def test_pipeline_records_timings(write_spec):
     g, _ = build_graph(write_spec(DEAD_BRANCH))
     ctx = PassContext()
     run_pipeline(g, ctx)
-    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout"}
+    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "pool_first", "fuse_residual",
+                                "layout"}
 
 
 FUSABLE = """\
@@ -179,12 +180,11 @@ def test_fused_graph_computes_the_same_function(write_spec):
 @pytest.mark.parametrize("model", MODELS)
 def test_library_same_function_with_fusion_on_and_off(model):
     """The CPU runtime on the fused plan agrees with the unfused plan (zoo seeded weights and input)."""
-    from cnnc.weights import seeded_fixture_weights
     from conftest import zoo_meta
     meta = zoo_meta(model)
     x = np.random.default_rng(1).standard_normal([1, *meta["input_shape"][1:]]).astype(np.float32)
     outs = []
-    for disabled in ((), ("fold_batchnorm", "fuse_activation", "fuse_residual", "layout")):
+    for disabled in ((), ("fold_batchnorm", "fuse_activation", "pool_first", "fuse_residual", "layout")):
         plan = plan_mod.from_graph(compile_spec(str(SPECS / f"{model}.cnn"), disabled=disabled).graph)
         w = seeded_fixture_weights(plan["constants"])
         outs.append(Program(plan, w, target="cpu").run({plan["inputs"][0]["name"]: x}))
@@ -194,6 +194,68 @@ def test_library_same_function_with_fusion_on_and_off(model):
             assert np.all(np.abs(outs[0][k] - ref) <= 1e-3 * np.abs(ref) + 1e-3)
         else:
             assert np.max(np.abs(outs[0][k] - ref)) <= 1e-4 * np.max(np.abs(ref)), k
+
+
+POOL_FIRST = """\
+network poolfirst() {
+    input x: (N, 8, 13, 13)
+    a = conv(x, 16, 1)
+    pa = avgpool(a, 3, stride=2)                    # pooled first
+    b = conv(x, 16, 1, bias=false)
+    bnb = batchnorm(b)
+    pb = avgpool(bnb, 3, stride=2)                  # pooled first: the batchnorm folded into b keeps it affine
+    c = conv(x, 16, 1)
+    rc = relu(c)
+    pc = avgpool(rc, 3, stride=2)                   # kept: an activation in between
+    d = conv(x, 16, 1)
+    pd = avgpool(d, 3, stride=2, padding=1)         # kept: padding would average zeros, not conv(0) = bias
+    e = conv(x, 16, 1)
+    pe = avgpool(e, 2, stride=2, ceil_mode=true)    # kept: the last window is clipped to one pixel
+    f = conv(x, 16, 3, padding=1)
+    pf = avgpool(f, 3, stride=2)                    # kept: not pointwise
+    g = conv(x, 16, 1)
+    pg = avgpool(g, 3, stride=2)                    # kept: g is also a network output
+    h = conv(x, 16, 1)
+    gh = global_avgpool(h)                          # pooled first
+    output y = pa, pb, pc, pd, pe, pf, pg, g, gh
+}
+"""
+
+
+def test_pool_first_snapshot_and_where_it_must_not_fire(write_spec):
+    from cnnc.passes import pool_first
+    path = write_spec(POOL_FIRST)
+    graph = compile_spec(path, stop_after="fuse_activation").graph
+    before = graph.dump()
+    assert pool_first.run(graph, PassContext()) is True
+    verify.run(graph, "pool_first")
+    swapped = {p: c for p, c in (("pa", "a"), ("pb", "b"), ("gh", "h"))}
+    for pool, conv in swapped.items():
+        assert graph.node(pool)["inputs"] == ["x"] and graph.node(conv)["inputs"] == [pool]
+        assert graph.nodes().index(pool) < graph.nodes().index(conv)
+    assert graph.outputs["y"] == "a" and graph.outputs["gh"] == "h"
+    assert graph.node("a")["shape"] == (16, 6, 6) and graph.node("pa")["shape"] == (8, 6, 6)
+    for pool in ("pc", "pd", "pe", "pf", "pg"):
+        assert graph.node(graph.node(pool)["inputs"][0])["op"] == "conv"
+    check_snapshot("pool_first.txt", before + "--- after pool_first ---\n" + graph.dump())
+    assert pool_first.run(graph, PassContext()) is False
+    # the MACs the plan runs: a and b on 6x6 pixels instead of 13x13, h on one
+    assert graph.macs() == compile_spec(path, disabled=("pool_first",)).graph.macs() - 2 * 16 * 8 * (169 - 36) \
+        - 16 * 8 * (169 - 1)
+
+
+def test_pool_first_computes_the_same_function(write_spec):
+    """With and without the pass, on the reference and CPU targets, batch 2."""
+    path = write_spec(POOL_FIRST)
+    plans = [plan_mod.from_graph(compile_spec(path, disabled=d).graph) for d in ((), ("pool_first",))]
+    w = seeded_fixture_weights(plans[1]["constants"])  # (non-zero biases and batchnorm statistics)
+    x = np.random.default_rng(0).standard_normal((2, 8, 13, 13)).astype(np.float32)
+    ref = Program(plans[1], w).run({"x": x})
+    for plan in plans:
+        for target in ("reference", "cpu"):
+            out = Program(plan, w, target=target).run({"x": x})
+            for k in ref:
+                assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * max(1.0, np.max(np.abs(ref[k]))), (target, k)
 
 
 RESIDUAL = """\
@@ -257,7 +319,7 @@ def test_fuse_residual_computes_the_same_function(write_spec):
     for label, disabled, target in (("plain", ("fuse_residual",), "reference"), ("fused-ref", (), "reference"),
                                     ("fused-cpu", (), "cpu"), ("plain-cpu", ("fuse_residual",), "cpu")):
         plan = plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
-        w = initialise(plan["constants"], seed=7)
+        w = seeded_fixture_weights(plan["constants"])  # (non-zero biases and batchnorm statistics)
         outs[label] = Program(plan, w, target=target).run({"x": x})
     for label in ("fused-ref", "fused-cpu", "plain-cpu"):
         for k, ref in outs["plain"].items():
@@ -307,12 +369,12 @@ def test_layout_snapshot_and_where_it_must_not_fire(write_spec):
     assert layout.run(graph, PassContext()) is False
 
 
-def _assert_layout_keeps_values(path: str, image: tuple, seed: int) -> None:
+def _assert_layout_keeps_values(path: str, image: tuple) -> None:
     """The plan with and without the layout pass, run by the CPU target, agree with the reference target
     (plain plan) at batch 1 and 3."""
     plans = {label: plan_mod.from_graph(compile_spec(path, disabled=disabled).graph)
              for label, disabled in (("blocked", ()), ("plain", ("layout",)))}
-    w = initialise(plans["plain"]["constants"], seed=seed)
+    w = seeded_fixture_weights(plans["plain"]["constants"])  # (non-zero biases and batchnorm statistics)
     for n in (1, 3):
         x = np.random.default_rng(n).standard_normal((n, *image)).astype(np.float32)
         ref = Program(plans["plain"], w).run({"x": x})
@@ -324,7 +386,7 @@ def _assert_layout_keeps_values(path: str, image: tuple, seed: int) -> None:
 
 def test_layout_computes_the_same_function(write_spec):
     """Blocked chains on the CPU agree with the reference and with the plain-layout plan, batch 1 and 3."""
-    _assert_layout_keeps_values(write_spec(DEPTHWISE_CHAINS), (3, 20, 20), seed=11)
+    _assert_layout_keeps_values(write_spec(DEPTHWISE_CHAINS), (3, 20, 20))
 
 
 DENSE_CHAINS = """\
@@ -369,7 +431,7 @@ def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
 def test_layout_dense_chains_compute_the_same_function(write_spec):
     """Blocked dense chains (halos wider than a reader's padding, a blocked skip added in place, max pools) on
     the CPU agree with the reference target, batch 1 and 3."""
-    _assert_layout_keeps_values(write_spec(DENSE_CHAINS), (3, 24, 24), seed=5)
+    _assert_layout_keeps_values(write_spec(DENSE_CHAINS), (3, 24, 24))
 
 
 BLOCKED_CONCATS = """\
@@ -416,7 +478,7 @@ def test_layout_blocks_concatenations_of_whole_blocks(write_spec):
 def test_layout_blocked_concatenations_compute_the_same_function(write_spec):
     """Blocked concatenations (in place and copied, inside halos, read by convolutions, max pools and a
     global pool) on the CPU agree with the reference target, batch 1 and 3."""
-    _assert_layout_keeps_values(write_spec(BLOCKED_CONCATS), (3, 20, 20), seed=7)
+    _assert_layout_keeps_values(write_spec(BLOCKED_CONCATS), (3, 20, 20))
 
 
 def test_layout_keeps_winograd_convolutions_plain():

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import dce, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, verify
+from . import dce, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, pool_first, verify
 
 
 @dataclass
@@ -28,12 +28,13 @@ PIPELINE: list[Pass] = [
     Pass("dce", dce.run, 1),
     Pass("fold_batchnorm", fold_batchnorm.run, 1),
     Pass("fuse_activation", fuse_activation.run, 1),
+    Pass("pool_first", pool_first.run, 2),
     Pass("fuse_residual", fuse_residual.run, 2),
     Pass("layout", layout.run, 2),
 ]
 
 PASS_NAMES = ["expand"] + [p.name for p in PIPELINE]
-DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: folding and activation fusion; -O2: residual fusion, layout
+DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: folding and activation fusion; -O2: pool first, residual fusion, layout
 
 
 @dataclass
