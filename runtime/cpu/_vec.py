@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
 __all__ = ["add16_store", "add16_clamp_store", "add16_res_clamp_store", "clamp16_store", "clamp16_res_store",
-           "max16_store", "store_tile_planes"]
+           "max16_store", "max3_16_store", "store_tile_planes"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -90,6 +90,25 @@ def max16_store(typingctx, dst, di, a, ai, b, bi):
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, b, bi), codegen
+
+
+@intrinsic
+def max3_16_store(typingctx, dst, di, a, i0, i1, i2):
+    """dst[di:di+16] = the running maximum of a[i0:i0+16], a[i1:..], a[i2:..] lane by lane, kept in a register
+    (the order of ``max16_store`` applied twice: a NaN in the first stays, later NaNs are passed over)."""
+    if not _typed((dst, a), (di, i0, i1, i2), ()):
+        return None
+
+    def codegen(context, builder, signature, args):
+        m = _load16(context, builder, signature, args, 2)
+        for k in (4, 5):
+            index = context.cast(builder, args[k], signature.args[k], types.intp)
+            v = builder.load(_vec_ptr(context, builder, signature.args[2], args[2], index), align=4)
+            m = builder.select(builder.fcmp_ordered(">", v, m), v, m)
+        _store16(context, builder, signature, args, m)
+        return context.get_dummy_value()
+
+    return types.none(dst, di, a, i0, i1, i2), codegen
 
 
 @intrinsic

@@ -25,7 +25,7 @@ from ._act import ACT_NONE, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
 from .isa import VECTOR_UNIT
 from .pool import inside_taps, max_rows_into
-from ._vec import max16_store
+from ._vec import max16_store, max3_16_store
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 C16 = 16
@@ -329,6 +329,10 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
             for ow in range(OW):
                 o = ob + ow * C16
                 iw0 = ow * sw - pl
+                if KW == 3 and iw0 >= 0 and iw0 + 2 * dw < W:  # (3 taps in the image: the maximum in a register)
+                    f = iw0 * C16
+                    max3_16_store(out, o, vm, f, f + dw * C16, f + 2 * dw * C16)
+                    continue
                 kw_lo, kw_hi = inside_taps(iw0, KW, dw, W)
                 if kw_hi <= kw_lo:
                     for c in range(C16):

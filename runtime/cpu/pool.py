@@ -54,6 +54,15 @@ def max_rows_into(vm, vo, xf, i, step, rows, n):
     """vm[vo:vo + n] = the maximum of ``rows`` (at least 1) input runs of n floats, xf[i:], xf[i + step:], ...
     (``v if v > m else m``: the first row's NaN stays, later NaNs are passed over). One contiguous loop per
     row: a max pool's window rows, of a plain plane or of a channel-blocked one (W * 16 floats)."""
+    if rows == 3:  # (3-row windows: one pass, the running maximum in a register)
+        j1, j2 = i + step, i + 2 * step
+        for q in range(n):
+            m = xf[U(i + q)]
+            v = xf[U(j1 + q)]
+            m = v if v > m else m
+            v = xf[U(j2 + q)]
+            vm[U(vo + q)] = v if v > m else m
+        return
     for q in range(n):
         vm[U(vo + q)] = xf[U(i + q)]
     for r in range(1, rows):
