@@ -188,6 +188,8 @@ class CpuProgram:
             return lambda xs, out, scratch: convt.run(xs[0], out, scratch)
         if op == "maxpool" and (in_c16 or out_c16):
             return self._bind_c16_maxpool(step, in_c16, out_c16)
+        if op in ("avgpool", "batchnorm", "affine") and (in_c16 or out_c16):
+            return self._bind_c16_pointwise(step, p, act, in_c16, out_c16)
         if op == "maxpool":
             (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
             pt, pl = a["pads"][:2]
@@ -368,6 +370,34 @@ class CpuProgram:
             if haloed:
                 _c16.zero_halo_c16_kernel(o, out.shape[0] * cb, ohs, ows, ot, ol, ob, orr)
         return run_maxpool
+
+    def _bind_c16_pointwise(self, step, p: dict, act, in_c16: bool, out_c16: bool):
+        """An average pool or a batchnorm (affine) from the channel-blocked layout into it, without halos."""
+        src, dst = step["inputs"][0], step["output"]
+        if not (in_c16 and out_c16) or self.halos.get(src) or self.halos.get(dst):
+            raise PlanError(f"step {step['name']}: {step['op']} between the plain and channel-blocked layouts, "
+                            "or inside a halo")
+        a = step["attrs"]
+        c, h, w = self.shapes[src]
+        cb = _c16.blocks(c)
+        if step["op"] == "avgpool":
+            (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+            pt, pl, pb, pr = a["pads"]
+            cip = int(bool(a["count_include_pad"]))
+            _, oh, ow = self.shapes[dst]
+            return lambda xs, out, s: _c16.avg_pool_c16_kernel(xs[0].reshape(-1), cb, h, w, kh, kw, sh, sw, pt, pl,
+                                                                 pb, pr, cip, out.reshape(-1), oh, ow)
+        ones, zeros = np.ones(c), np.zeros(c)
+        if step["op"] == "batchnorm":  # folded in float64, as the plain kernel does
+            scale = p.get("weight", ones).astype(np.float64) / np.sqrt(p["running_var"].astype(np.float64)
+                                                                       + float(a["eps"]))
+            shift = p.get("bias", zeros).astype(np.float64) - p["running_mean"].astype(np.float64) * scale
+        else:
+            scale, shift = p.get("weight", ones), p.get("bias", zeros)
+        scale16, shift16 = np.zeros(cb * 16, np.float32), np.zeros(cb * 16, np.float32)
+        scale16[:c], shift16[:c] = scale, shift
+        return lambda xs, out, s: _c16.affine_c16_kernel(xs[0].reshape(-1), scale16, shift16, h * w, *act,
+                                                         out.reshape(-1))
 
     # ---- per batch size: the arena and every tensor's view into it
     def _buffers(self, n: int):

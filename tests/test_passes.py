@@ -481,6 +481,52 @@ def test_layout_blocked_concatenations_compute_the_same_function(write_spec):
     _assert_layout_keeps_values(write_spec(BLOCKED_CONCATS), (3, 20, 20))
 
 
+DENSE_BLOCKS = """\
+network dense_block() {
+    input x: (N, 3, 20, 20)
+    stem = conv(x, 32, 3, padding=1)
+    p0 = maxpool(stem, 3, stride=2, padding=1)
+    n1 = batchnorm(p0) -> relu()                    # blocked: read by a 1x1 convolution
+    c1 = conv(n1, 32, 1)
+    c2 = conv(c1, 16, 3, padding=1)
+    cat1 = concat(p0, c2)                           # blocked, a prefix of cat2 (one buffer)
+    n2 = batchnorm(cat1) -> relu()
+    d1 = conv(n2, 32, 1)
+    d2 = conv(d1, 16, 3, padding=1)
+    cat2 = concat(p0, c2, d2)
+    t = batchnorm(cat2) -> relu()                   # a transition: pooled before its 1x1 convolution
+    tc = conv(t, 32, 1)
+    tp = avgpool(tc, 2, stride=2)
+    n3 = batchnorm(tp) -> relu()                    # plain, and so is tc: q below is
+    g = global_avgpool(n3)
+    q = avgpool(n3, 3, stride=1, padding=1, count_include_pad=false)  # plain: h is
+    h = batchnorm(q) -> relu()                      # plain: a padded convolution reads it (no halo here)
+    k = conv(h, 16, 3, padding=1)
+    output y = g, k
+}
+"""
+
+
+def test_layout_blocks_batchnorms_and_average_pools(write_spec):
+    from cnnc.passes import layout
+    graph = compile_spec(write_spec(DENSE_BLOCKS), disabled=("layout",)).graph
+    before = graph.dump()
+    assert layout.run(graph, PassContext()) is True
+    verify.run(graph, "layout")
+    ops = {n: graph.node(n)["op"] for n in graph.op_nodes()}
+    blocked = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("layout") == "c16"}
+    assert {n for n in blocked if ops[n] == "batchnorm"} == {"batchnorm#1", "batchnorm#2", "batchnorm#3"}
+    assert {n for n in blocked if ops[n] == "avgpool"} == {"tp"} and "q" not in blocked
+    assert not {"tc", "batchnorm#4", "batchnorm#5", "k"} & blocked
+    assert all(graph.node(n)["attrs"].get("halo") is None for n in blocked if ops[n] in ("batchnorm", "avgpool"))
+    check_snapshot("layout_dense_blocks.txt", before + "--- after layout ---\n" + graph.dump())
+    assert layout.run(graph, PassContext()) is False
+
+
+def test_layout_blocked_batchnorms_and_pools_compute_the_same_function(write_spec):
+    _assert_layout_keeps_values(write_spec(DENSE_BLOCKS), (3, 20, 20))
+
+
 def test_layout_keeps_winograd_convolutions_plain():
     """VGG-16's convolutions that the CPU target computes with Winograd read and write the plain layout; its
     other convolutions form blocked chains."""

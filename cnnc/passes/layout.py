@@ -18,7 +18,7 @@ Guarantees: an output gets the attribute `layout` = "c16" only in these chains -
   (top, left, bottom, right): P's output is stored inside a zero border that wide, written by P, so D
   reads its padding where it lies.
 
-Dense chains (ResNet, VGG, GoogLeNet, DenseNet's bottlenecks): a dense
+Dense chains (ResNet, VGG, GoogLeNet, DenseNet): a dense
 convolution writes its output in this layout, and its consumers read it without reorders, when a
 convolution's output T is read only by
   - dense convolutions, as their input (any kernel, stride, padding or dilation) -- except those the CPU
@@ -26,6 +26,9 @@ convolution's output T is read only by
   - dense convolutions as the residual they add, whose own output is then blocked too, in the same halo
     (the kernel reads the residual where it stores the output, often in the same buffer);
   - max pools, whose output is then blocked too (a max pool's input and output are blocked together);
+  - average pools and batchnorms (or per-channel affine maps), with their fused activation, blocked
+    together with their input the same way, where neither needs a halo (DenseNet's BN-ReLU before each
+    bottleneck and transition, the transitions' pools);
   - global average pools, if T needs no halo;
   - channel concatenations (axis 1) of inputs that are all blocked and all whole blocks (multiples of 16
     channels), whose output is then blocked too. Each input is a run of the output's blocks, inside the
@@ -34,7 +37,7 @@ convolution's output T is read only by
 but not by the expansion convolution of a depthwise chain: MobileNet-V2's and EfficientNet-B0's trunks
 between the chains stay plain (blocked, the projections gained what the expansions, then reading the
 blocked layout, lost: both networks ran 5-15% slower in alternating runs).
-A max pool's or a concatenation's output is blocked under the same rule. The candidates are narrowed to a
+The output of a pool, batchnorm or concatenation is blocked under the same rule. The candidates are narrowed to a
 fixed point (a tensor leaves when a consumer it depends on does). T's `halo` is the widest padding of each
 side among its convolution consumers, so that each reads its padding in place (one with less padding starts
 further inside the halo), widened to match across residual pairs and concatenations.
@@ -48,6 +51,12 @@ from __future__ import annotations
 from ..runtime import winograd_plan
 
 C16 = "c16"
+
+
+# Ops whose output is blocked together with their input (kernels for the blocked layout in and out only),
+# and those of them whose kernels read and write no halo.
+_BLOCKED_WITH_INPUT = frozenset({"maxpool", "avgpool", "batchnorm", "affine"})
+_NO_HALO = frozenset({"avgpool", "batchnorm", "affine"})
 
 
 def _dense_conv(d: dict) -> bool:
@@ -125,8 +134,8 @@ def _dense_chains(graph) -> bool:
             return None  # (a 1x1 plane: squeeze-and-excitation's matrix-vector products stay plain)
         if d["op"] == "conv" and d["attrs"].get("groups", 1) == 1 and not _winograd(graph, name):
             return "conv"
-        if d["op"] == "maxpool":
-            return "maxpool"
+        if d["op"] in _BLOCKED_WITH_INPUT:
+            return d["op"]
         ins = d["inputs"]
         if (d["op"] == "concat" and d["attrs"]["axis"] == 1 and len(set(ins)) == len(ins)
                 and all(graph.node(t)["shape"][0] % 16 == 0 for t in ins)):
@@ -147,7 +156,7 @@ def _dense_chains(graph) -> bool:
                     return False  # (an expansion of a depthwise chain reads the plain layout)
                 if ins.index(t) == 1 and not is_blocked(u):  # the residual: blocked with the output
                     return False
-            elif d["op"] in ("maxpool", "concat"):
+            elif d["op"] in _BLOCKED_WITH_INPUT or d["op"] == "concat":
                 if not is_blocked(u):
                     return False
             elif d["op"] != "global_avgpool":
@@ -156,7 +165,7 @@ def _dense_chains(graph) -> bool:
 
     def producer_allows(t: str) -> bool:
         d = graph.node(t)
-        if d["op"] == "maxpool":
+        if d["op"] in _BLOCKED_WITH_INPUT:
             return is_blocked(d["inputs"][0])
         if d["op"] == "concat":
             return all(t in blocked for t in d["inputs"])
@@ -171,8 +180,8 @@ def _dense_chains(graph) -> bool:
                 break
             blocked -= drop
         halos = _halos(graph, blocked)
-        drop = {t for t in blocked if any(halos[t]) and any(graph.node(u)["op"] == "global_avgpool"
-                                                             for u in graph.users(t))}
+        drop = {t for t in blocked if any(halos[t]) and (graph.node(t)["op"] in _NO_HALO or any(
+            graph.node(u)["op"] in _NO_HALO or graph.node(u)["op"] == "global_avgpool" for u in graph.users(t)))}
         if not drop:
             break
         blocked -= drop

@@ -342,3 +342,74 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
                 max16_store(out, o, vm, f, vm, f)
                 for kw in range(kw_lo + 1, kw_hi):
                     max16_store(out, o, out, o, vm, (iw0 + kw * dw) * C16)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def affine_c16_kernel(x, scale, shift, HW, act, act_a, act_b, out):
+    """out = act(x * scale + shift) per channel (an inference batchnorm folded to one multiply-add): ``x``,
+    ``out`` c16 (flat (N, CB, HW, 16), no halo; ``out`` may be ``x``), ``scale``, ``shift`` (CB * 16,), zero
+    in the padding lanes. Rows of 8 pixels against the block's values repeated 8 times (see the pools above)."""
+    CB = scale.size // C16
+    N = x.size // (CB * C16 * HW)
+    for item in prange(N * CB):
+        cb = item % CB
+        sc = stack_f32(128)
+        sh = stack_f32(128)
+        for t in range(8):
+            for j in range(C16):
+                sc[t * C16 + j] = scale[U(cb * C16 + j)]
+                sh[t * C16 + j] = shift[U(cb * C16 + j)]
+        xb = item * HW * C16
+        rows = (HW * C16) // 128
+        for k in range(rows):
+            o = xb + k * 128
+            for j in range(128):
+                out[U(o + j)] = x[U(o + j)] * sc[j] + sh[j]
+        for i in range(rows * 128, HW * C16):
+            out[U(xb + i)] = x[U(xb + i)] * sc[i % C16] + sh[i % C16]
+        if act != 0:
+            act_range(out, xb, HW * C16, act, act_a, act_b)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def avg_pool_c16_kernel(x, CB, H, W, KH, KW, sh, sw, pt, pl, pb, pr, count_include_pad, out, OH, OW):
+    """Average pooling of a channel-blocked tensor (flat (N, CB, H, W, 16), no halo) into one (flat (N, CB,
+    OH, OW, 16)), with PyTorch's divisor rule as ``pool.avg_pool2d_kernel``: start = o * s - pad_begin,
+    end = min(start + k, size + pad_end); the divisor is (end - start) per axis with ``count_include_pad``,
+    else the number of in-image positions. Separable like ``max_pool_c16_kernel``: the sum of the window's
+    image rows (one contiguous loop), then of each window's columns, 16 lanes at a time."""
+    N = x.size // (CB * H * W * C16)
+    items = N * CB * OH
+    nchunk = min(items, MAX_POOL_CHUNKS)
+    rows = np.empty((nchunk, W * C16), np.float32)
+    for chunk in prange(nchunk):
+        vm = rows[chunk]
+        for item in range(chunk * items // nchunk, (chunk + 1) * items // nchunk):
+            oh = item % OH
+            plane = item // OH  # n * CB + cb
+            xb = plane * H * W * C16
+            ob = (plane * OH + oh) * OW * C16
+            hs = oh * sh - pt
+            he = min(hs + KH, H + pb)
+            h0, h1 = max(hs, 0), min(he, H)
+            hdiv = he - hs if count_include_pad != 0 else h1 - h0
+            for q in range(W * C16):
+                vm[q] = 0.0
+            for ih in range(h0, h1):
+                i = xb + ih * W * C16
+                for q in range(W * C16):
+                    vm[q] += x[U(i + q)]
+            for ow in range(OW):
+                o = ob + ow * C16
+                ws = ow * sw - pl
+                we = min(ws + KW, W + pr)
+                w0, w1 = max(ws, 0), min(we, W)
+                wdiv = we - ws if count_include_pad != 0 else w1 - w0
+                for c in range(C16):
+                    out[U(o + c)] = 0.0
+                for iw in range(w0, w1):
+                    for c in range(C16):
+                        out[U(o + c)] += vm[iw * C16 + c]
+                d = np.float32(hdiv) * np.float32(wdiv)
+                for c in range(C16):
+                    out[U(o + c)] = out[U(o + c)] / d

@@ -883,6 +883,45 @@ def test_pool_and_channel_multiply_c16(n, c, h, w):
     assert_close(cpu_c16.from_c16(xb, c), x * s)
 
 
+@pytest.mark.parametrize("n,c,h,w", [(2, 40, 5, 6), (1, 32, 7, 9), (3, 20, 1, 1)])
+def test_affine_c16(n, c, h, w):
+    """A batchnorm folded to scale and shift, with ReLU, on the blocked layout (and in place) against ONNX
+    Runtime's BatchNormalization + Relu; the padding lanes stay zero."""
+    x = rand(n, c, h, w)
+    wt, b, mean = rand(c), rand(c), rand(c)
+    var = (RNG.random(c) + 0.1).astype(np.float32)
+    relu = helper.make_node("Relu", ["y0"], ["r"])
+    ref = ort_run("BatchNormalization", {"x": x, "s": wt, "b": b, "m": mean, "v": var}, epsilon=1e-3,
+                  extra_nodes=[relu])
+    cb = cpu_c16.blocks(c)
+    scale, shift = np.zeros(cb * 16, np.float32), np.zeros(cb * 16, np.float32)
+    scale[:c] = wt / np.sqrt(var.astype(np.float64) + 1e-3)
+    shift[:c] = b - mean * scale[:c].astype(np.float64)
+    xb = cpu_c16.to_c16(x)
+    out = np.full_like(xb, np.nan)
+    from cnnc.runtime.cpu._act import ACTIVATIONS
+    cpu_c16.affine_c16_kernel(xb.reshape(-1), scale, shift, h * w, ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1))
+    assert_close(cpu_c16.from_c16(out, c), ref)
+    assert np.all(out.transpose(0, 1, 4, 2, 3).reshape(n, cb * 16, h, w)[:, c:] == 0)
+    cpu_c16.affine_c16_kernel(xb.reshape(-1), scale, shift, h * w, ACTIVATIONS["relu"], 0.0, 0.0, xb.reshape(-1))
+    assert_close(cpu_c16.from_c16(xb, c), ref)
+
+
+@pytest.mark.parametrize("shape,k,stride,pads,ceil,cip", [
+    *AVGPOOL_CASES, pytest.param((2, 33, 8, 6), (2, 2), (2, 2), (0, 0, 0, 0), False, True, id="33-channels")])
+def test_avg_pool_c16(shape, k, stride, pads, ceil, cip):
+    x = rand(*shape)
+    ref = ort_run("AveragePool", {"x": x}, kernel_shape=list(k), strides=list(stride), pads=onnx_pads(pads),
+                  ceil_mode=int(ceil), count_include_pad=int(cip))
+    n, c, h, w = shape
+    _, _, oh, ow = ref.shape
+    cb = cpu_c16.blocks(c)
+    out = np.full((n, cb, oh, ow, 16), np.nan, np.float32)
+    cpu_c16.avg_pool_c16_kernel(cpu_c16.to_c16(x).reshape(-1), cb, h, w, *k, *stride, *pads, int(cip),
+                                out.reshape(-1), oh, ow)
+    assert_close(cpu_c16.from_c16(out, c), ref)
+
+
 def test_add16_store_writes_exactly_sixteen_floats_at_any_offset():
     import numba
 
