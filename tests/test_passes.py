@@ -26,8 +26,8 @@ network dead() {
 
 
 def test_pipeline_names():
-    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "pool_first",
-                          "fuse_residual", "layout"]
+    assert PASS_NAMES == ["expand", "infer_shapes", "dce", "drop_identities", "fold_batchnorm", "fuse_activation",
+                          "pool_first", "fuse_residual", "layout"]
 
 
 def test_dce_removes_dead_layers_and_their_weights(write_spec):
@@ -59,6 +59,45 @@ def test_dce_keeps_outputs_computing_the_same_function(write_spec):
         w = initialise(plan["constants"], seed=3)
         outs.append(Program(plan, w).run({"x": x})["y"])
     assert np.array_equal(outs[0], outs[1])
+
+
+IDENTITIES = """\
+network identities() {
+    input x: (N, 4, 6, 6)
+    a = conv(x, 8, 3, padding=1)
+    d = dropout(a, 0.3)
+    r = relu(d)                         # fused into a once the dropout is gone
+    p = adaptive_avgpool(r, 6)          # 6x6 -> 6x6: removed
+    q = adaptive_avgpool(p, 3)          # kept: it pools
+    i = identity(x)                     # kept: a network output that is the network input
+    o = dropout(q)                      # removed: the output is q
+    output y = o, i
+}
+"""
+
+
+def test_drop_identities_snapshot_and_where_it_must_not_fire(write_spec):
+    from cnnc.passes import drop_identities
+    path = write_spec(IDENTITIES)
+    graph = compile_spec(path, stop_after="dce").graph
+    before = graph.dump()
+    assert drop_identities.run(graph, PassContext()) is True
+    verify.run(graph, "drop_identities")
+    assert {graph.node(n)["op"] for n in graph.op_nodes()} == {"conv", "relu", "adaptive_avgpool", "identity"}
+    assert graph.node("r")["inputs"] == ["a"] and graph.node("q")["inputs"] == ["r"]
+    assert graph.outputs == {"y": "q", "i": "i"}
+    check_snapshot("drop_identities.txt", before + "--- after drop_identities ---\n" + graph.dump())
+    assert drop_identities.run(graph, PassContext()) is False
+    fused = compile_spec(path).graph
+    assert fused.node("a")["attrs"]["act"][0] == "relu" and "r" not in fused.g  # the relu fused into the conv
+    plans = [plan_mod.from_graph(compile_spec(path, disabled=d).graph) for d in ((), ("drop_identities",))]
+    w = seeded_fixture_weights(plans[1]["constants"])
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    ref = Program(plans[1], w).run({"x": x})
+    for target in ("reference", "cpu"):
+        out = Program(plans[0], w, target=target).run({"x": x})
+        for k in ref:
+            assert np.max(np.abs(out[k] - ref[k])) <= 1e-5 * max(1.0, np.max(np.abs(ref[k]))), (target, k)
 
 
 def test_infer_shapes_is_a_no_op_on_a_fresh_graph():
@@ -112,8 +151,8 @@ def test_pipeline_records_timings(write_spec):
     g, _ = build_graph(write_spec(DEAD_BRANCH))
     ctx = PassContext()
     run_pipeline(g, ctx)
-    assert set(ctx.timings) == {"infer_shapes", "dce", "fold_batchnorm", "fuse_activation", "pool_first", "fuse_residual",
-                                "layout"}
+    assert set(ctx.timings) == {"infer_shapes", "dce", "drop_identities", "fold_batchnorm", "fuse_activation",
+                                "pool_first", "fuse_residual", "layout"}
 
 
 FUSABLE = """\
@@ -184,7 +223,8 @@ def test_library_same_function_with_fusion_on_and_off(model):
     meta = zoo_meta(model)
     x = np.random.default_rng(1).standard_normal([1, *meta["input_shape"][1:]]).astype(np.float32)
     outs = []
-    for disabled in ((), ("fold_batchnorm", "fuse_activation", "pool_first", "fuse_residual", "layout")):
+    for disabled in ((), ("drop_identities", "fold_batchnorm", "fuse_activation", "pool_first", "fuse_residual",
+                          "layout")):
         plan = plan_mod.from_graph(compile_spec(str(SPECS / f"{model}.cnn"), disabled=disabled).graph)
         w = seeded_fixture_weights(plan["constants"])
         outs.append(Program(plan, w, target="cpu").run({plan["inputs"][0]["name"]: x}))

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import dce, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, pool_first, verify
+from . import dce, drop_identities, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, pool_first, verify
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Pass:
 PIPELINE: list[Pass] = [
     Pass("infer_shapes", infer_shapes.run, 0, required=True),
     Pass("dce", dce.run, 1),
+    Pass("drop_identities", drop_identities.run, 1),
     Pass("fold_batchnorm", fold_batchnorm.run, 1),
     Pass("fuse_activation", fuse_activation.run, 1),
     Pass("pool_first", pool_first.run, 2),
@@ -34,7 +35,7 @@ PIPELINE: list[Pass] = [
 ]
 
 PASS_NAMES = ["expand"] + [p.name for p in PIPELINE]
-DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: folding and activation fusion; -O2: pool first, residual fusion, layout
+DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: identities dropped, folding and activation fusion; -O2: pool first, residual fusion, layout
 
 
 @dataclass
