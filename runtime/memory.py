@@ -93,9 +93,8 @@ def in_place_candidates(step: dict, banded: bool = False) -> list[str]:
     return []
 
 
-# Producers whose kernels may not write into a channel slice of a larger buffer (per-sample scratch sized
-# for the whole batch).
-_NO_SLICE_PRODUCERS = VIEW_OPS | {"conv_transpose"}
+# Producers that write no buffer of their own, so never into a channel slice of a larger one.
+_NO_SLICE_PRODUCERS = VIEW_OPS
 
 
 def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
@@ -106,9 +105,9 @@ def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
     itself a slice of that buffer (DenseNet: every layer's concat is a prefix of the block's last one, so a
     whole dense block lives in one buffer and no concat copies anything). Otherwise each input that may be
     placed goes into the concat's own storage. Not placed: network inputs, tensors read through a view op,
-    outputs of view ops and transposed convolutions, tensors already placed in another buffer, and tensors
-    not stored in the buffer's layout (those are copied by the concat as before). A channel-blocked
-    tensor is placed only as whole blocks of a channel-blocked buffer with the same halo."""
+    outputs of view ops, tensors already placed in another buffer, and tensors not stored in the buffer's
+    layout (those are copied by the concat as before). A channel-blocked tensor is placed only as whole
+    blocks of a channel-blocked buffer with the same halo."""
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
     producer = {s["output"]: s["op"] for s in plan["steps"]}
     viewed = {s["inputs"][0] for s in plan["steps"] if s["op"] in VIEW_OPS}

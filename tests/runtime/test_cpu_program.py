@@ -132,7 +132,7 @@ network concats() {
     d = conv(c3, 8, 1)
     up = conv_transpose(d, 4, 2, stride=2)
     s = conv(d, 4, 1) -> upsample(2)
-    c4 = concat(up, s)                  # transposed-conv output copied, the upsample written in place
+    c4 = concat(up, s)                  # the transposed convolution and the upsample written in place
     output y = c4, f
 }
 """
@@ -146,9 +146,10 @@ def _cpu_and_copying(path_or_model, seed=3):
     return plan, Program(plan, w, target="cpu"), Program(copying, w, target="cpu"), Program(plan, w)
 
 
-@pytest.mark.parametrize("model", ["densenet121", "googlenet"])
+@pytest.mark.parametrize("model", ["densenet121", "googlenet", "unet"])
 def test_concat_without_copies_on_the_library(model):
-    """Every concat of DenseNet (whole dense blocks in one buffer) and GoogLeNet (inception branches)
+    """Every concat of DenseNet (whole dense blocks in one buffer), GoogLeNet (inception branches) and U-Net
+    (the transposed convolution and the skip)
     becomes a no-op for batches of one; outputs are bitwise those of the copying plan, for batch 1 and for
     batch 3 (larger batches use the copying placement: slices of a batch are not contiguous)."""
     plan, sliced, copying, _ = _cpu_and_copying(model)
@@ -165,7 +166,7 @@ def test_concat_slices_edge_cases(write_spec):
     plan, sliced, copying, reference = _cpu_and_copying(write_spec(CONCAT_EDGE_CASES))
     slices = {t: tuple(v) for t, v in plan["memory"]["slices"].items()}
     # nested: c2 and c1 are themselves written into c3, so b lands in c3 too
-    assert slices == {"c2": ("c3", 8), "c1": ("c3", 12), "b": ("c3", 20), "upsample#1": ("c4", 4)}
+    assert slices == {"c2": ("c3", 8), "c1": ("c3", 12), "b": ("c3", 20), "up": ("c4", 0), "upsample#1": ("c4", 4)}
     for n in (1, 2):
         x = np.random.default_rng(n).standard_normal((n, 4, 6, 6)).astype(np.float32)
         ref = reference.run({"x": x})
