@@ -94,44 +94,50 @@ _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": N
 
 
 def load_safetensors(path: str) -> dict[str, np.ndarray]:
-    """A small, strict reader of the safetensors format (8-byte header length, JSON header, raw data)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        raise _bad(path, f"cannot read: {err.strerror}") from None
-
+    """A small, strict reader of the safetensors format (8-byte header length, JSON header, raw data). Each
+    tensor is read straight into its own array: the file is never held in memory a second time."""
     def bad(what):
         return CnncError(Diagnostic("E400", f"{path}: not a valid .safetensors file ({what})", None,
                                     "is the file truncated?"))
-    if len(data) < 8:
-        raise bad("shorter than its header")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8:
-        raise bad(f"header of {n} bytes exceeds the file")
     try:
-        header = json.loads(data[8:8 + n])
-    except (ValueError, UnicodeDecodeError):
-        raise bad("header is not JSON") from None
-    body = memoryview(data)[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = _ST_DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            start, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise bad(f"entry {name!r} is malformed") from None
-        if dtype is None:
-            raise bad(f"{name}: dtype {info['dtype']} is not supported; save float32")
-        if not 0 <= start <= end <= len(body):
-            raise bad(f"{name}: data offsets outside the file")
-        count = int(np.prod(shape)) if shape else 1
-        if (end - start) != count * np.dtype(dtype).itemsize:
-            raise bad(f"{name}: {end - start} bytes do not hold shape {shape}")
-        out[name] = np.frombuffer(body[start:end], dtype=dtype).reshape(shape).copy()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise bad("shorter than its header")
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise bad(f"header of {n} bytes exceeds the file")
+            try:
+                header = json.loads(f.read(n))
+            except (ValueError, UnicodeDecodeError):
+                raise bad("header is not JSON") from None
+            if not isinstance(header, dict):
+                raise bad("header is not a JSON object")
+            body, body_size = 8 + n, size - 8 - n
+            out = {}
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                try:
+                    dtype = _ST_DTYPES[info["dtype"]]
+                    shape = tuple(int(s) for s in info["shape"])
+                    start, end = (int(o) for o in info["data_offsets"])
+                except (KeyError, TypeError, ValueError):
+                    raise bad(f"entry {name!r} is malformed") from None
+                if dtype is None:
+                    raise bad(f"{name}: dtype {info['dtype']} is not supported; save float32")
+                if not 0 <= start <= end <= body_size:
+                    raise bad(f"{name}: data offsets outside the file")
+                count = int(np.prod(shape)) if shape else 1
+                if (end - start) != count * np.dtype(dtype).itemsize:
+                    raise bad(f"{name}: {end - start} bytes do not hold shape {shape}")
+                array = np.empty(shape, dtype)
+                f.seek(body + start)
+                if f.readinto(array.reshape(-1).view(np.uint8)) != end - start:
+                    raise bad(f"{name}: the file ends inside its data")
+                out[name] = array
+    except OSError as err:
+        raise _bad(path, f"cannot read: {err.strerror}") from None
     return out
 
 

@@ -79,7 +79,8 @@ def _digest(plan_wo_checksum: dict, weights: dict[str, np.ndarray] | None) -> st
     h = hashlib.sha256(json.dumps(plan_wo_checksum, sort_keys=True, separators=(",", ":")).encode())
     for name in sorted(weights or {}):
         a = np.ascontiguousarray(weights[name])
-        h.update(name.encode() + b"\0" + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+        h.update(name.encode() + b"\0" + str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.reshape(-1).view(np.uint8))  # (the array's bytes without a copy of them)
     return h.hexdigest()
 
 
@@ -130,7 +131,8 @@ def load(path: str) -> tuple[dict, dict[str, np.ndarray] | None]:
                 weights = {}
                 for entry in z.namelist():
                     if entry.startswith("weights/") and entry.endswith(".npy"):
-                        weights[entry[len("weights/"):-4]] = np.load(io.BytesIO(z.read(entry)), allow_pickle=False)
+                        with z.open(entry) as f:  # read in chunks into the array: no second copy of it
+                            weights[entry[len("weights/"):-4]] = np.lib.format.read_array(f, allow_pickle=False)
     except FileNotFoundError:
         raise CnncError(Diagnostic("E404", f"{path}: cannot read: no such file", None)) from None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, UnicodeDecodeError) as err:

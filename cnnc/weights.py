@@ -13,9 +13,18 @@ from .fileio import load_arrays
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
+def _non_finite(a: np.ndarray, chunk: int = 1 << 20) -> int:
+    """How many NaN/Inf values `a` holds, counted a chunk at a time (no array-sized temporary)."""
+    flat = a.reshape(-1)
+    parts = (flat[i:i + chunk] for i in range(0, flat.size, chunk))
+    return sum(int(part.size - np.isfinite(part).sum()) for part in parts)
+
+
 def match(constants: list[dict], arrays: dict[str, np.ndarray], source: str = "weights",
-          allow_missing: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Check `arrays` against the declared constants ([{name, shape}, ...]); return float32 arrays.
+          allow_missing: bool = False, copy: bool = True) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Check `arrays` against the declared constants ([{name, shape}, ...]); return float32 arrays, copies
+    unless `copy` is False (arrays just read from a file: a float32 one is then used as it is, so a model's
+    weights are never held twice while it loads).
 
     Every missing, unexpected, wrong-shaped, non-float or non-finite tensor is reported in one error.
     With allow_missing, missing tensors are left out (the caller fills them) and listed in the result."""
@@ -33,9 +42,9 @@ def match(constants: list[dict], arrays: dict[str, np.ndarray], source: str = "w
         if tuple(a.shape) != shape:
             problems.append(f"{name}: shape {tuple(a.shape)}, expected {shape}")
             continue
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all():
-            bad = int((~np.isfinite(a)).sum())
+        a = a.astype(np.float32, copy=copy)
+        bad = _non_finite(a)
+        if bad:
             problems.append(f"{name}: {bad} NaN/Inf value{'s' if bad > 1 else ''}")
             continue
         out[name] = np.ascontiguousarray(a)
@@ -63,7 +72,7 @@ def match(constants: list[dict], arrays: dict[str, np.ndarray], source: str = "w
 
 
 def load(path: str, constants: list[dict], allow_missing: bool = False):
-    return match(constants, load_arrays(path), path, allow_missing)
+    return match(constants, load_arrays(path), path, allow_missing, copy=False)
 
 
 def initialise(constants: list[dict], seed: int = 0) -> dict[str, np.ndarray]:

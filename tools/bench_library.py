@@ -28,15 +28,16 @@ MEMORY_SAMPLES = 3  # fresh processes per engine and batch size; the table shows
 MODELS = ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0"]
 
 
-def peak_child(engine: str, spec: str, onnx_path: str, batch: int, threads: int) -> None:
-    """In a fresh process: build one engine, run the batch 5 times, print the process's peak resident memory
-    (VmHWM) and its resident memory once the engine was built, in MB, as JSON."""
+def peak_child(engine: str, model_path: str, batch: int, threads: int) -> None:
+    """In a fresh process: build one engine from its model file (a .cnnplan with its weights bundled, or the
+    .onnx file), run the batch 5 times, print the process's peak resident memory (VmHWM) and its resident
+    memory once the engine was built, in MB, as JSON."""
     import numpy as np
 
     from cnnc.bench import peak_rss_mb, reset_peak_rss, rss_mb
     if engine == "cnnc":
         from cnnc import load
-        model = load(spec, threads=threads, seed=0)
+        model = load(model_path, threads=threads)
         name, shape = model.input_names[0], model.plan["inputs"][0]["shape"]
         run = lambda x: model.run({name: x})  # noqa: E731
     else:
@@ -44,7 +45,7 @@ def peak_child(engine: str, spec: str, onnx_path: str, batch: int, threads: int)
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
         name, shape = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[1:]
         run = lambda x: sess.run(None, {name: x})  # noqa: E731
     built = rss_mb()
@@ -61,19 +62,23 @@ def peak_child(engine: str, spec: str, onnx_path: str, batch: int, threads: int)
 
 def peak_memory(model: str, batches: list[int], threads: int) -> dict:
     """Peak resident memory of a whole process running `model` with cnnc and with ONNX Runtime (the same
-    architecture through cnnc's ONNX export), per batch size: what a user's process needs."""
+    architecture through cnnc's ONNX export), per batch size: what a user's process needs. Each engine
+    loads the same weights from its own model file, as a deployment would: a compiled .cnnplan with the
+    weights bundled, and the .onnx file."""
     import tempfile
     spec = str(ROOT / "specs" / f"{model}.cnn")
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = os.path.join(tmp, f"{model}.onnx")
-        subprocess.run([sys.executable, "-m", "cnnc", "export", spec, "-o", onnx_path], check=True,
-                       capture_output=True)
+        weights = os.path.join(tmp, f"{model}.safetensors")
+        paths = {"cnnc": os.path.join(tmp, f"{model}.cnnplan"), "onnxruntime": os.path.join(tmp, f"{model}.onnx")}
+        for args in (["init", spec, "-o", weights], ["compile", spec, "-o", paths["cnnc"], "--weights", weights],
+                     ["export", spec, "-o", paths["onnxruntime"], "--weights", weights]):
+            subprocess.run([sys.executable, "-m", "cnnc", *args], check=True, capture_output=True)
         for batch in batches:
             for engine in ("cnnc", "onnxruntime"):
                 samples = []
                 for _ in range(MEMORY_SAMPLES):  # the resident-size counters of one process vary by a few MB
-                    r = subprocess.run([sys.executable, __file__, "--peak-child", engine, spec, onnx_path, str(batch),
+                    r = subprocess.run([sys.executable, __file__, "--peak-child", engine, paths[engine], str(batch),
                                         str(threads)], capture_output=True, text=True)
                     if r.returncode == 0:
                         samples.append(json.loads(r.stdout.strip().splitlines()[-1]))
@@ -85,8 +90,8 @@ def peak_memory(model: str, batches: list[int], threads: int) -> dict:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--peak-child":
-        engine, spec, onnx_path, batch, threads = sys.argv[2:7]
-        peak_child(engine, spec, onnx_path, int(batch), int(threads))
+        engine, model_path, batch, threads = sys.argv[2:6]
+        peak_child(engine, model_path, int(batch), int(threads))
         return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch-sizes", default="1,16")
@@ -151,7 +156,8 @@ def render(results: dict, meta: dict) -> str:
                 cells += ["n/a", "n/a"]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Memory, the median of {MEMORY_SAMPLES} fresh processes per engine, each loading the model and running "
+    lines.append(f"Memory, the median of {MEMORY_SAMPLES} fresh processes per engine, each loading the model from its "
+                 "file (a `.cnnplan` with the weights bundled; the `.onnx` export of the same weights) and running "
                  "the batch five times: *process "
                  "peak* is its peak resident memory, building included (VmHWM: libraries, weights, packing, "
                  "activations); *run* is the peak during the runs minus the resident memory once the engine was built "
