@@ -81,7 +81,7 @@ def initialise(constants: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
 
     Refused before allocating (E405) when the weights cannot fit in the memory available."""
     sizes = [math.prod(tuple(c["shape"])) for c in constants]
-    needed = 4 * sum(sizes) + 8 * max(sizes, default=0)  # float32 results, one float64 draw at a time
+    needed = 4 * sum(sizes) + 8 * _DRAW_CHUNK  # float32 results, one float64 chunk drawn at a time
     from .runtime.memory import available_bytes
     available = available_bytes()
     if available is not None and needed > available:
@@ -95,15 +95,29 @@ def initialise(constants: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
         init = c.get("init", "zeros")
         if init == "he":
             fan_in = math.prod(shape[1:])
-            v = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+            v = _drawn(rng.normal, (0.0, math.sqrt(2.0 / fan_in)), shape)
         elif init == "he_transpose":  # (Cin, Cout/g, kh, kw): the fan-in of an output is Cin/g*kh*kw ~ shape[0]*kh*kw
             fan_in = shape[0] * math.prod(shape[2:])
-            v = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+            v = _drawn(rng.normal, (0.0, math.sqrt(2.0 / fan_in)), shape)
         elif init == "ones":
-            v = np.ones(shape)
+            v = np.ones(shape, np.float32)
         else:
-            v = np.zeros(shape)
-        out[c["name"]] = v.astype(np.float32)
+            v = np.zeros(shape, np.float32)
+        out[c["name"]] = v
+    return out
+
+
+_DRAW_CHUNK = 1 << 20
+
+
+def _drawn(draw, args: tuple, shape: tuple) -> np.ndarray:
+    """A float32 array of `draw(*args, n)` values (float64 draws, rounded), drawn a chunk at a time: the same
+    values as one draw of the whole shape (the generator's stream is consumed in the same order), without a
+    float64 array as large as the weight."""
+    out = np.empty(shape, np.float32)
+    flat = out.reshape(-1)
+    for i in range(0, flat.size, _DRAW_CHUNK):
+        flat[i:i + _DRAW_CHUNK] = draw(*args, min(_DRAW_CHUNK, flat.size - i))
     return out
 
 
@@ -114,14 +128,14 @@ def seeded_fixture_weights(constants: list[dict]) -> dict[str, np.ndarray]:
     for c in constants:
         name, shape = c["name"], tuple(c["shape"])
         if name.endswith("running_mean"):
-            v = rng.normal(0.0, 0.1, shape)
+            v = _drawn(rng.normal, (0.0, 0.1), shape)
         elif name.endswith("running_var"):
-            v = rng.uniform(0.5, 1.5, shape)
+            v = _drawn(rng.uniform, (0.5, 1.5), shape)
         elif len(shape) == 1 and name.endswith("weight"):
-            v = rng.uniform(0.5, 1.5, shape)
+            v = _drawn(rng.uniform, (0.5, 1.5), shape)
         elif len(shape) <= 1:
-            v = rng.normal(0.0, 0.1, shape)
+            v = _drawn(rng.normal, (0.0, 0.1), shape)
         else:
-            v = rng.normal(0.0, math.sqrt(2 / math.prod(shape[1:])), shape)
-        out[name] = v.astype(np.float32)
+            v = _drawn(rng.normal, (0.0, math.sqrt(2 / math.prod(shape[1:]))), shape)
+        out[name] = v
     return out
