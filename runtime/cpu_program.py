@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -129,18 +130,24 @@ class CpuProgram:
         self.shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
         self.input_names = [i["name"] for i in plan["inputs"]]
         self.outputs = [(o["name"], o["tensor"]) for o in plan["outputs"]]
+        # tensors stored channel-blocked (the layout pass): (ceil(C/16), H, W, 16) per sample
+        self.blocked = blocked_tensors(plan)
         # The memory plan decided at compile time (plans from `cnnc compile` carry it). It may place concat
         # inputs as channel slices of the concat's buffer; a slice of a batch is not contiguous (its samples
-        # lie a whole buffer apart), so that plan serves batches of one, and larger batches use the same
-        # plan with the concatenations copying (a per-sample loop would starve the threads).
+        # lie a whole buffer apart), so that plan serves batches of one. Larger batches keep the channel-blocked
+        # slices, whose kernels take a sample stride (`_C16`), and copy into the plain concatenations (a
+        # per-sample loop would starve the threads) -- or copy every concat where a step that touches a blocked
+        # slice has no strided kernel.
         memory = plan.get("memory")
         if memory is None or "workspace" not in memory:  # none, or planned before steps had workspaces
             memory = plan_memory(plan)
         self.modes = {True: _Placement(memory)}
-        self.modes[False] = _Placement(plan_memory(plan, concat_in_place=False)) if memory.get("slices") \
-            else self.modes[True]
-        # tensors stored channel-blocked (the layout pass): (ceil(C/16), H, W, 16) per sample
-        self.blocked = blocked_tensors(plan)
+        self.modes[False] = self.modes[True]
+        if memory.get("slices"):
+            batched = plan_memory(plan, concat_in_place="blocked")
+            if not self._strided_kernels_for(batched["slices"]):
+                batched = plan_memory(plan, concat_in_place=False)
+            self.modes[False] = _Placement(batched)
         self.halos = tensor_halos(plan)  # blocked tensors stored inside a zero halo for a depthwise consumer
         self.storage = {t: storage_shape(s, t in self.blocked, self.halos.get(t, (0, 0, 0, 0)))
                         for t, s in self.shapes.items()}
@@ -149,12 +156,27 @@ class CpuProgram:
         # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
         self._scratch_shapes: dict[str, tuple] = {}
         self.runners = [self._bind(step, weights) for step in plan["steps"]]
-        # concat steps of the copying placement (the others are the same in both)
-        self.copying_runners = [self._bind_concat(step, {}) if step["op"] == "concat" else runner
-                                for step, runner in zip(plan["steps"], self.runners)]
+        # concat steps of the placement of batches over one (the other steps are the same in both)
+        self.copying_runners = [self._bind_concat(step, self.modes[False].slices) if step["op"] == "concat"
+                                else runner for step, runner in zip(plan["steps"], self.runners)]
         _return_freed_memory()  # the unpacked and unfolded weight copies made while binding
         self._per_batch: dict[int, tuple] = {}
         _flush_denormals_once()
+
+    def _strided_kernels_for(self, slices: dict) -> bool:
+        """Whether every step that reads or writes one of these (channel-blocked) slices has a kernel taking a
+        sample stride: dense convolutions without a residual, max and average pools, batchnorms, global
+        average pools and concatenations (the depthwise and channel-multiply kernels have none)."""
+        sliced = set(slices) | {buf for buf, _ in slices.values()}
+        for step in self.plan["steps"]:
+            if not sliced & {*step["inputs"], step["output"]}:
+                continue
+            a, op = step["attrs"], step["op"]
+            if op == "conv" and (a.get("groups", 1) != 1 or a.get("residual")):
+                return False
+            if op not in ("conv", "maxpool", "avgpool", "batchnorm", "affine", "global_avgpool", "concat"):
+                return False
+        return True
 
     # ---- binding: one runner per step, weights prepared once
     def _bind(self, step: dict, weights: dict[str, np.ndarray]):
@@ -168,12 +190,13 @@ class CpuProgram:
             return self._bind_c16_conv(step, weight, bias, act, in_c16, out_c16)
         if op == "global_avgpool" and in_c16:
             c, h, w = self.shapes[step["inputs"][0]]
-            return lambda xs, out, s: _c16.global_avg_pool_c16_kernel(xs[0].reshape(-1), c, h * w, out.reshape(-1))
+            return lambda xs, out, s: _c16.global_avg_pool_c16_kernel(xs[0].flat, c, h * w, out.reshape(-1),
+                                                                       out.shape[0], xs[0].step)
         if op == "mul" and out_c16:
             full = 0 if step["inputs"][0] in self.blocked else 1
             c, h, w = self.shapes[step["output"]]
-            return lambda xs, out, s: _c16.channel_mul_c16_kernel(xs[full].reshape(-1), xs[1 - full].reshape(-1), c,
-                                                                   h * w, *act, out.reshape(-1))
+            return lambda xs, out, s: _c16.channel_mul_c16_kernel(xs[full].flat, xs[1 - full].reshape(-1), c,
+                                                                   h * w, *act, out.flat)
         if op == "conv":
             conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
             conv.prepare((1, *self.shapes[step["inputs"][0]]), bool(a.get("residual")))
@@ -316,7 +339,7 @@ class CpuProgram:
 
         def run_concat(xs, out, s):
             for i, first, cb in copies:
-                np.copyto(out[:, first:first + cb], xs[i])  # (the halo too: zeros, written by the producer)
+                np.copyto(out.view[:, first:first + cb], xs[i].view)  # (the halo too: zeros, from the producer)
         return run_concat
 
     def _bind_c16_conv(self, step, weight, bias, act, in_c16: bool, out_c16: bool):
@@ -336,8 +359,7 @@ class CpuProgram:
                 h, w, pt, pl = h + halo[0] + halo[2], w + halo[1] + halo[3], 0, 0
 
             def run_depthwise(xs, out, s):
-                _c16.depthwise_c16_kernel(xs[0].reshape(-1), h, w, w16, b16, sh, sw, pt, pl, dh, dw, *act,
-                                          out.reshape(-1), oh, ow)
+                _c16.depthwise_c16_kernel(xs[0].flat, h, w, w16, b16, sh, sw, pt, pl, dh, dw, *act, out.flat, oh, ow)
             return run_depthwise
         conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
         conv.prepare((1, *x_shape), layouts=(in_c16, out_c16))
@@ -346,7 +368,11 @@ class CpuProgram:
                               self.halos.get(step["inputs"][0], (0, 0, 0, 0)))
 
         def run_conv(xs, out, s):
-            run(xs[0].reshape(-1), out.reshape(-1), xs[1].reshape(-1) if residual else None)
+            x = xs[0].flat if in_c16 else xs[0].reshape(-1)
+            o = out.flat if out_c16 else out.reshape(-1)
+            res = None if not residual else xs[1].flat if out_c16 else xs[1].reshape(-1)
+            run(x, o, res, len(out.view if out_c16 else out), xs[0].step if in_c16 else 0,
+                out.step if out_c16 else 0)
         return run_conv
 
     def _bind_c16_maxpool(self, step, in_c16: bool, out_c16: bool):
@@ -364,11 +390,11 @@ class CpuProgram:
         haloed = any((ot, ol, ob, orr))
 
         def run_maxpool(xs, out, s):
-            o = out.reshape(-1)
-            _c16.max_pool_c16_kernel(xs[0].reshape(-1), cb, hs, ws, it, il, h, w, kh, kw, sh, sw, pt, pl, dh, dw, o,
-                                     oh, ow, ohs, ows, ot, ol)
+            n = len(out.view)
+            _c16.max_pool_c16_kernel(xs[0].flat, cb, hs, ws, it, il, h, w, kh, kw, sh, sw, pt, pl, dh, dw, out.flat,
+                                     oh, ow, ohs, ows, ot, ol, n, xs[0].step, out.step)
             if haloed:
-                _c16.zero_halo_c16_kernel(o, out.shape[0] * cb, ohs, ows, ot, ol, ob, orr)
+                _c16.zero_halo_c16_kernel(out.flat, n, cb, out.step, ohs, ows, ot, ol, ob, orr)
         return run_maxpool
 
     def _bind_c16_pointwise(self, step, p: dict, act, in_c16: bool, out_c16: bool):
@@ -385,8 +411,9 @@ class CpuProgram:
             pt, pl, pb, pr = a["pads"]
             cip = int(bool(a["count_include_pad"]))
             _, oh, ow = self.shapes[dst]
-            return lambda xs, out, s: _c16.avg_pool_c16_kernel(xs[0].reshape(-1), cb, h, w, kh, kw, sh, sw, pt, pl,
-                                                                 pb, pr, cip, out.reshape(-1), oh, ow)
+            return lambda xs, out, s: _c16.avg_pool_c16_kernel(xs[0].flat, cb, h, w, kh, kw, sh, sw, pt, pl, pb, pr,
+                                                                 cip, out.flat, oh, ow, len(out.view), xs[0].step,
+                                                                 out.step)
         ones, zeros = np.ones(c), np.zeros(c)
         if step["op"] == "batchnorm":  # folded in float64, as the plain kernel does
             scale = p.get("weight", ones).astype(np.float64) / np.sqrt(p["running_var"].astype(np.float64)
@@ -396,8 +423,8 @@ class CpuProgram:
             scale, shift = p.get("weight", ones), p.get("bias", zeros)
         scale16, shift16 = np.zeros(cb * 16, np.float32), np.zeros(cb * 16, np.float32)
         scale16[:c], shift16[:c] = scale, shift
-        return lambda xs, out, s: _c16.affine_c16_kernel(xs[0].reshape(-1), scale16, shift16, h * w, *act,
-                                                         out.reshape(-1))
+        return lambda xs, out, s: _c16.affine_c16_kernel(xs[0].flat, scale16, shift16, h * w, *act, out.flat,
+                                                         len(out.view), xs[0].step, out.step)
 
     # ---- per batch size: the arena and every tensor's view into it
     def _buffers(self, n: int):
@@ -418,7 +445,7 @@ class CpuProgram:
                 continue
             size = math.prod(self.storage[t])
             views[t] = arena[off * n: (off + size) * n].reshape(n, *self.storage[t])
-        for t, (buf, off) in mode.slices.items():  # batches of one: contiguous channel slices
+        for t, (buf, off) in mode.slices.items():  # channel slices (over one sample: blocked ones only)
             if t in self.blocked:  # (whole blocks: the memory plan's guarantee)
                 views[t] = views[buf][:, off // 16:off // 16 + _c16.blocks(self.shapes[t][0])]
             else:
@@ -438,8 +465,9 @@ class CpuProgram:
             if any(t not in mode.slices and mode.root.get(t, t) in inputs for t in tensors):
                 calls.append((i, runner, None, None, scratch.get(step["output"])))
                 continue
-            xs = [self.view(views, {}, t, n, mode) for t in step["inputs"]]
-            calls.append((i, runner, xs, self.view(views, {}, step["output"], n, mode), scratch.get(step["output"])))
+            xs = [self.operand(arena, views, {}, t, n, mode) for t in step["inputs"]]
+            calls.append((i, runner, xs, self.operand(arena, views, {}, step["output"], n, mode),
+                          scratch.get(step["output"])))
         self._per_batch[n] = (arena, views, mode, calls)
         return self._per_batch[n]
 
@@ -460,6 +488,11 @@ class CpuProgram:
         """Free the arena and scratch of the batch size run last (the next run allocates them again)."""
         self._per_batch.clear()
 
+    def operand(self, arena, views, inputs, t: str, n: int, mode):
+        """What a step's runner gets for tensor `t`: its view, or for a channel-blocked tensor a `_C16`."""
+        v = self.view(views, inputs, t, n, mode)
+        return _C16.of(v, arena) if t in self.blocked else v
+
     def view(self, views, inputs, t: str, n: int, mode) -> np.ndarray:
         if t in mode.slices:
             return views[t]
@@ -470,7 +503,7 @@ class CpuProgram:
     def run(self, inputs: dict[str, np.ndarray], profile: list | None = None) -> dict[str, np.ndarray]:
         """Run one batch. With `profile` (a list), append (step index, seconds) for every kernel call."""
         n = len(next(iter(inputs.values())))
-        _, views, mode, calls = self._buffers(n)
+        arena, views, mode, calls = self._buffers(n)
         feeds = {k: _f32(v) for k, v in inputs.items()}
         steps = self.plan["steps"]
         clock = time.perf_counter
@@ -478,8 +511,8 @@ class CpuProgram:
             for i, runner, xs, out, work in calls:
                 if xs is None:  # reads a network input
                     step = steps[i]
-                    xs = [self.view(views, feeds, t, n, mode) for t in step["inputs"]]
-                    out = self.view(views, feeds, step["output"], n, mode)
+                    xs = [self.operand(arena, views, feeds, t, n, mode) for t in step["inputs"]]
+                    out = self.operand(arena, views, feeds, step["output"], n, mode)
                 if profile is None:
                     runner(xs, out, work)
                 else:
@@ -487,6 +520,24 @@ class CpuProgram:
                     runner(xs, out, work)
                     profile.append((i, clock() - t0))
         return {name: self.view(views, feeds, t, n, mode).copy() for name, t in self.outputs}
+
+
+class _C16(NamedTuple):
+    """A channel-blocked operand: its view (N, CB, H, W, 16), the flat array from its first element, and the
+    floats from one sample to the next: a sample's size, or more for a channel slice of a larger tensor at a
+    batch over one (a concatenation's run of blocks, each sample's run contiguous)."""
+    view: np.ndarray
+    flat: np.ndarray
+    step: int
+
+    @staticmethod
+    def of(view: np.ndarray, arena: np.ndarray) -> _C16:
+        if view.flags.c_contiguous:
+            return _C16(view, view.reshape(-1), view[0].size if len(view) else 0)
+        if not view[0].flags.c_contiguous or view.base is None:
+            raise PlanError("a channel-blocked operand whose samples are not contiguous runs of blocks")
+        start = (view.__array_interface__["data"][0] - arena.__array_interface__["data"][0]) // 4
+        return _C16(view, arena[start:], view.strides[0] // 4)
 
 
 class _Placement:

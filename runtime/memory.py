@@ -97,7 +97,7 @@ def in_place_candidates(step: dict, banded: bool = False) -> list[str]:
 _NO_SLICE_PRODUCERS = VIEW_OPS
 
 
-def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
+def concat_slices(plan: dict, blocked_only: bool = False) -> dict[str, tuple[str, int]]:
     """Concatenation without copies: tensor -> (buffer tensor, channel offset) for every tensor that lives as
     a channel slice of a channel concatenation's output, so its producer writes straight into place.
 
@@ -107,7 +107,9 @@ def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
     placed goes into the concat's own storage. Not placed: network inputs, tensors read through a view op,
     outputs of view ops, tensors already placed in another buffer, and tensors not stored in the buffer's
     layout (those are copied by the concat as before). A channel-blocked tensor is placed only as whole
-    blocks of a channel-blocked buffer with the same halo."""
+    blocks of a channel-blocked buffer with the same halo. `blocked_only`: channel-blocked tensors only (the
+    placement of batches over one, where a plain channel slice is not contiguous per sample; the blocked
+    kernels take a sample stride)."""
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
     producer = {s["output"]: s["op"] for s in plan["steps"]}
     viewed = {s["inputs"][0] for s in plan["steps"] if s["op"] in VIEW_OPS}
@@ -121,6 +123,8 @@ def concat_slices(plan: dict) -> dict[str, tuple[str, int]]:
         layout as whole blocks inside the same halo."""
         if not (t in producer and producer[t] not in _NO_SLICE_PRODUCERS and t not in viewed
                 and t not in slices and len(shapes[t]) == 3 and (t in blocked) == (buf in blocked)):
+            return False
+        if blocked_only and t not in blocked:
             return False
         return t not in blocked or (offset % 16 == 0 and shapes[t][0] % 16 == 0 and halos.get(t) == halos.get(buf))
 
@@ -169,13 +173,14 @@ def storage_size(shape, blocked: bool, halo=(0, 0, 0, 0)) -> int:
     return math.prod(storage_shape(shape, blocked, halo))
 
 
-def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, conv_in_place: bool = True,
+def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = True, conv_in_place: bool = True,
                 workspaces: bool = True) -> dict:
     """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
     tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
     buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
     size without reuse. Network inputs live outside the arena (the caller's arrays) and are never
-    written over. `layouts`: size channel-blocked tensors padded (False: a target that stores every tensor
+    written over. `concat_in_place`: place concat inputs as channel slices (`concat_slices`): True, False,
+    or "blocked" for channel-blocked ones only. `layouts`: size channel-blocked tensors padded (False: a target that stores every tensor
     plain). `conv_in_place`: let convolutions write over their input where the CPU kernel can
     (`banded_in_place`; False: a target whose kernels cannot). `workspaces`: give each step that needs one
     (`winograd_plan.step_workspace`) a workspace in the arena, alive during that step only (`workspace`:
@@ -190,7 +195,7 @@ def plan_memory(plan: dict, concat_in_place: bool = True, layouts: bool = True, 
         if step["op"] in VIEW_OPS:
             views[step["output"]] = views.get(step["inputs"][0], step["inputs"][0])
     view_owner = lambda t: views.get(t, t)  # noqa: E731
-    slices = concat_slices(plan) if concat_in_place else {}
+    slices = concat_slices(plan, blocked_only=concat_in_place == "blocked") if concat_in_place else {}
     shared = set(slices) | {buf for buf, _ in slices.values()}  # storage of several tensors at once
     end = len(plan["steps"])
     last_read: dict[str, int] = {}

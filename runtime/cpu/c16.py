@@ -211,17 +211,18 @@ depthwise_c16_kernel = _make_depthwise_c16_kernel(DW_TP)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def zero_halo_c16_kernel(out, planes, HS, WS, ht, hl, hb, hr):
-    """Zero the halo of ``planes`` c16 planes of (HS, WS) stored pixels in flat ``out``: the top ``ht`` and
-    bottom ``hb`` rows and the ``hl`` / ``hr`` edge pixels of the rows between.
+def zero_halo_c16_kernel(out, N, CB, OS, HS, WS, ht, hl, hb, hr):
+    """Zero the halo of the ``CB`` c16 planes of (HS, WS) stored pixels of each of ``N`` samples in flat ``out``
+    (sample n's planes from ``n * OS``: ``OS`` is CB * HS * WS * 16, or more for a channel slice of a larger
+    tensor): the top ``ht`` and bottom ``hb`` rows and the ``hl`` / ``hr`` edge pixels of the rows between.
 
     A tensor stored inside a zero halo is a padded tensor its producer writes in place: the depthwise
     convolution that reads it then needs no bounds tests and no padded copy. The producer zeroes the
     halo on every run because the arena it lives in is shared with other tensors."""
     zero = np.float32(0.0)
     row = WS * C16
-    for pl_ in prange(planes):
-        base = pl_ * HS * row
+    for pl_ in prange(N * CB):
+        base = (pl_ // CB) * OS + (pl_ % CB) * HS * row
         for r in range(HS):
             o = base + r * row
             if r < ht or r >= HS - hb:
@@ -235,13 +236,13 @@ def zero_halo_c16_kernel(out, planes, HS, WS, ht, hl, hb, hr):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def global_avg_pool_c16_kernel(x, C, HW, out):
-    """Mean over each plane of c16 ``x`` (flat (N, CB, HW, 16)) into plain ``out`` (flat (N, C)).
+def global_avg_pool_c16_kernel(x, C, HW, out, N, XS):
+    """Mean over each plane of c16 ``x`` (flat (N, CB, HW, 16), sample n from ``n * XS``: CB * HW * 16, or more
+    for a channel slice of a larger tensor) into plain ``out`` (flat (N, C)).
 
     A block's plane is summed as 128-float rows (8 pixels) into 8 partial sums per channel: written
     per pixel, LLVM vectorises across pixels with gathers instead."""
     CB = (C + C16 - 1) // C16
-    N = x.size // (CB * C16 * HW)
     inv = np.float32(1.0) / np.float32(HW)
     for item in prange(N * CB):
         cb = item % CB
@@ -249,7 +250,7 @@ def global_avg_pool_c16_kernel(x, C, HW, out):
         acc = stack_f32(128)
         for j in range(128):
             acc[j] = 0.0
-        xb = item * HW * C16
+        xb = n * XS + cb * HW * C16
         rows = (HW * C16) // 128
         for k in range(rows):
             o = xb + k * 128
@@ -295,18 +296,19 @@ MAX_POOL_CHUNKS = 16  # parallel chunks of output rows for max pooling, each wit
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh, dw, out, OH, OW, OHS, OWS, ot, ol):
+def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh, dw, out, OH, OW, OHS, OWS, ot, ol,
+                        N, XS, OS):
     """Max pooling of a channel-blocked tensor into a channel-blocked one.
 
     ``x`` flat (N, CB, HS, WS, 16): planes stored HS x WS, the H x W image at row ``it``, column ``il`` (inside a
     halo, which is not read); ``out`` flat (N, CB, OHS, OWS, 16) with the OH x OW result at (``ot``, ``ol``) (its
-    halo is left to ``zero_halo_c16_kernel``). Windows are clipped to the image (padding and ceil-mode
+    halo is left to ``zero_halo_c16_kernel``); sample n of ``x`` starts at ``n * XS``, of ``out`` at ``n * OS``
+    (the sizes of a sample, or more for channel slices of larger tensors). Windows are clipped to the image (padding and ceil-mode
     overhang are skipped, as in ``pool.max_pool2d_kernel``; a window with no pixel in the image yields -inf).
     Separable, one output row at a time: the maximum over the window's image rows, one long contiguous loop
     (an image row of a block is W * 16 contiguous floats), then over each window's columns, one 16-lane
     vector per tap -- whatever the plane size or stride (the plain kernel's rows of 14 or 28 pixels spent
     their time in vector remainders)."""
-    N = x.size // (CB * HS * WS * C16)
     ninf = np.float32(-np.inf)
     items = N * CB * OH
     nchunk = min(items, MAX_POOL_CHUNKS)
@@ -316,8 +318,9 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
         for item in range(chunk * items // nchunk, (chunk + 1) * items // nchunk):
             oh = item % OH
             plane = item // OH  # n * CB + cb
-            xb = plane * HS * WS * C16
-            ob = (plane * OHS * OWS + (oh + ot) * OWS + ol) * C16
+            n, cb = plane // CB, plane % CB
+            xb = n * XS + cb * HS * WS * C16
+            ob = n * OS + (cb * OHS * OWS + (oh + ot) * OWS + ol) * C16
             ih0 = oh * sh - pt
             kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
             if kh_hi <= kh_lo:
@@ -345,12 +348,12 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def affine_c16_kernel(x, scale, shift, HW, act, act_a, act_b, out):
+def affine_c16_kernel(x, scale, shift, HW, act, act_a, act_b, out, N, XS, OS):
     """out = act(x * scale + shift) per channel (an inference batchnorm folded to one multiply-add): ``x``,
-    ``out`` c16 (flat (N, CB, HW, 16), no halo; ``out`` may be ``x``), ``scale``, ``shift`` (CB * 16,), zero
-    in the padding lanes. Rows of 8 pixels against the block's values repeated 8 times (see the pools above)."""
+    ``out`` c16 (flat (N, CB, HW, 16), no halo; ``out`` may be ``x``; sample n from ``n * XS`` and ``n * OS``:
+    CB * HW * 16, or more for channel slices of larger tensors), ``scale``, ``shift`` (CB * 16,), zero in the
+    padding lanes. Rows of 8 pixels against the block's values repeated 8 times (see the pools above)."""
     CB = scale.size // C16
-    N = x.size // (CB * C16 * HW)
     for item in prange(N * CB):
         cb = item % CB
         sc = stack_f32(128)
@@ -359,26 +362,27 @@ def affine_c16_kernel(x, scale, shift, HW, act, act_a, act_b, out):
             for j in range(C16):
                 sc[t * C16 + j] = scale[U(cb * C16 + j)]
                 sh[t * C16 + j] = shift[U(cb * C16 + j)]
-        xb = item * HW * C16
+        n = item // CB
+        xb = n * XS + cb * HW * C16
+        ob = n * OS + cb * HW * C16
         rows = (HW * C16) // 128
         for k in range(rows):
-            o = xb + k * 128
             for j in range(128):
-                out[U(o + j)] = x[U(o + j)] * sc[j] + sh[j]
+                out[U(ob + k * 128 + j)] = x[U(xb + k * 128 + j)] * sc[j] + sh[j]
         for i in range(rows * 128, HW * C16):
-            out[U(xb + i)] = x[U(xb + i)] * sc[i % C16] + sh[i % C16]
+            out[U(ob + i)] = x[U(xb + i)] * sc[i % C16] + sh[i % C16]
         if act != 0:
-            act_range(out, xb, HW * C16, act, act_a, act_b)
+            act_range(out, ob, HW * C16, act, act_a, act_b)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def avg_pool_c16_kernel(x, CB, H, W, KH, KW, sh, sw, pt, pl, pb, pr, count_include_pad, out, OH, OW):
+def avg_pool_c16_kernel(x, CB, H, W, KH, KW, sh, sw, pt, pl, pb, pr, count_include_pad, out, OH, OW, N, XS, OS):
     """Average pooling of a channel-blocked tensor (flat (N, CB, H, W, 16), no halo) into one (flat (N, CB,
     OH, OW, 16)), with PyTorch's divisor rule as ``pool.avg_pool2d_kernel``: start = o * s - pad_begin,
     end = min(start + k, size + pad_end); the divisor is (end - start) per axis with ``count_include_pad``,
     else the number of in-image positions. Separable like ``max_pool_c16_kernel``: the sum of the window's
-    image rows (one contiguous loop), then of each window's columns, 16 lanes at a time."""
-    N = x.size // (CB * H * W * C16)
+    image rows (one contiguous loop), then of each window's columns, 16 lanes at a time. Sample n of ``x``
+    starts at ``n * XS``, of ``out`` at ``n * OS`` (as ``max_pool_c16_kernel``)."""
     items = N * CB * OH
     nchunk = min(items, MAX_POOL_CHUNKS)
     rows = np.empty((nchunk, W * C16), np.float32)
@@ -387,8 +391,9 @@ def avg_pool_c16_kernel(x, CB, H, W, KH, KW, sh, sw, pt, pl, pb, pr, count_inclu
         for item in range(chunk * items // nchunk, (chunk + 1) * items // nchunk):
             oh = item % OH
             plane = item // OH  # n * CB + cb
-            xb = plane * H * W * C16
-            ob = (plane * OH + oh) * OW * C16
+            n, cb = plane // CB, plane % CB
+            xb = n * XS + cb * H * W * C16
+            ob = n * OS + (cb * OH + oh) * OW * C16
             hs = oh * sh - pt
             he = min(hs + KH, H + pb)
             h0, h1 = max(hs, 0), min(he, H)

@@ -99,7 +99,7 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
 
     @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
     def _conv_blocked_core(xf, N, C, Hp, Wp, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                           of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, PO, xo):
+                           of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, PO, xo, XS, OS):
         """Blocked direct convolution of an already padded input (see the module docstring), over flat arrays.
 
         Layouts: the input ``xf`` is (N, C, Hp, Wp), or with ``in_c16`` channel-blocked (N, ceil(C/16), Hp, Wp,
@@ -117,6 +117,8 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
         this call computes a band of OH rows of a taller output (``_conv_padded_in_bands``).
         ``xo``: where the padded input begins inside each stored plane, in floats (a channel-blocked input
         stored inside a zero halo wider than this convolution's padding; 0 otherwise).
+        ``XS``, ``OS``: floats from one sample to the next of the input and of a c16 output (and its residual);
+        0 for the size of a sample, more for a channel slice of a larger tensor (a concatenation's block run).
         A residual of a c16 output is stored like the output (same halo): it is read at the output's index.
         """
         G, NB, R, _ = wp.shape
@@ -143,6 +145,9 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
                     for kw in range(KW):
                         xoff[(ci * KH + kh) * KW + kw] = ci * HWp + kh * dh * Wp + kw * dw
             sample = C * HWp
+        if XS > 0:
+            sample = XS
+        osample = OS if OS > 0 else OB * PS * 16
         wf = wp.reshape(-1)
         has_res = res.size > 0
         lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
@@ -241,14 +246,14 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
                         ob = OCB // 16 * b + half
                         if ob < OB and not has_res:
                             for t in range(TP):
-                                o = ((n * OB + ob) * PS + ps16[t]) * 16
+                                o = n * osample + (ob * PS + ps16[t]) * 16
                                 add16_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16, lo, hi)
                         elif ob < OB:  # pixels stored before, and repeated slots of a short tile, are skipped:
                             first = p0 - ps  # each pixel's residual is added once
                             count = min(TP, p_end - ps)
                             for t in range(TP):
                                 if t >= first and t < count:
-                                    o = ((n * OB + ob) * PS + ps16[t]) * 16
+                                    o = n * osample + (ob * PS + ps16[t]) * 16
                                     add16_res_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16,
                                                           res, o, lo, hi)
                 elif SHUFFLED:  # channel planes: the tile transposed in registers, each channel's pixels stored
@@ -280,8 +285,8 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
                         for r in range(p_begin // OW, (p_end - 1) // OW + 1):
                             c0 = max(p_begin - r * OW, 0)
                             c1 = min(p_end - r * OW, OW)
-                            act_range(of, ((n * OB + ob) * PS + (r + ht) * OWs + hl + c0) * 16, (c1 - c0) * 16, act,
-                                      act_a, act_b)
+                            act_range(of, n * osample + (ob * PS + (r + ht) * OWs + hl + c0) * 16, (c1 - c0) * 16,
+                                      act, act_a, act_b)
                 else:
                     for j in range(nvalid):
                         act_range(of, obase + j * PO + p_begin, p_end - p_begin, act, act_a, act_b)
@@ -493,14 +498,15 @@ PAD_BAND_BYTES = 1 << 19  # the zero-bordered copy of a padded convolution's inp
 
 @numba.njit(cache=True, error_model="numpy")
 def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
-                          res, of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs):
+                          res, of, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, OS):
     """``_conv_blocked_core`` of a plain input that needs padding, one band of output rows at a time: the input
     rows a band reads are copied, zero-bordered, into one buffer of about ``PAD_BAND_BYTES`` (all channels),
     and the band is computed from it. A zero-bordered copy of the whole input (of the whole batch, as this
     was first written) was as large as the input, so it set the peak memory of ResNet-50 (1.7 MB beside a
     5 MB arena at batch 1); at batch 16 it came fresh from the system at every call (page faults) and left
     the cache before it was read (VGG-16's first 3x3 layers ran at 290 GFLOP/s that way). A band stays in L2.
-    ``xf``, ``res`` (empty or the residual) and ``of`` are flat; layouts as in ``_conv_blocked_core``.
+    ``xf``, ``res`` (empty or the residual) and ``of`` are flat; layouts as in ``_conv_blocked_core``; ``OS`` as
+    there (a c16 output's sample stride, 0 for its size).
 
     A stride-1 convolution whose output has the input's shape may write over its input (the memory plan's
     `in_place`, ``memory.banded_in_place``): a band's output rows replace input rows only after the band was
@@ -537,15 +543,16 @@ def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
                         src = (c * H + r1 - pt) * W
                         carry[c * pt * W:(c + 1) * pt * W] = x_n[src:src + pt * W]
             if out_c16:  # the band's rows, found through the row offset of the halo
-                o_band = of[n * o_sample:(n + 1) * o_sample]
-                r_band = res[n * o_sample:(n + 1) * o_sample] if has_res else res[:0]
+                o_step = OS if OS > 0 else o_sample
+                o_band = of[n * o_step:n * o_step + o_sample]
+                r_band = res[n * o_step:n * o_step + o_sample] if has_res else res[:0]
                 row_off = ht + r0
             else:  # plain: the band starts r0 rows into every channel plane, planes OH * OW apart
                 o_band = of[n * o_sample + r0 * OW:(n + 1) * o_sample]
                 r_band = res[n * o_sample + r0 * OW:(n + 1) * o_sample] if has_res else res[:0]
                 row_off = 0
             _conv_blocked_core(b_flat, 1, C, bh, Wp, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                               r_band, o_band, COUT, r1 - r0, OW, out_c16, row_off, hl, OHs, OWs, OH * OW, 0)
+                               r_band, o_band, COUT, r1 - r0, OW, out_c16, row_off, hl, OHs, OWs, OH * OW, 0, 0, 0)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
@@ -571,34 +578,38 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
     _, COUT, OH, OW = out.shape
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x.reshape(-1), N, C, H, W, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, OH * OW, 0)
+                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, OH * OW, 0, 0, 0)
     else:
         _conv_padded_in_bands(x.reshape(-1), N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act,
-                               act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW)
+                               act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, 0)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def conv2d_c16_kernel(x, in_c16, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
-                      res, out, COUT, OH, OW, out_c16, ht, hl, hb, hr, xt, xl):
+                      res, out, COUT, OH, OW, out_c16, ht, hl, hb, hr, xt, xl, N, XS, OS):
     """A dense convolution (groups == 1) between layouts: x flat, plain (N, C, H, W) or channel-blocked
     (``in_c16``: (N, CB, H, W, 16) as stored, pads must be 0: a padded convolution reads the zero halo its
     input is stored in, starting ``xt`` rows and ``xl`` columns into the stored plane); out flat, plain or
     channel-blocked (``out_c16``), the latter optionally inside a zero halo of (ht, hl, hb, hr) pixels
     (``c16.zero_halo_c16_kernel``). ``wp`` from ``conv_pack_weight_kernel`` (plain input) or
     ``pack_c16_input_weight``; ``bias`` padded to NB * 32; ``res`` empty or the residual operand, stored like
-    the output (a c16 residual in the same halo), possibly in the output's buffer."""
-    cb = (C + 15) // 16
-    N = x.size // (cb * 16 * H * W) if in_c16 else x.size // (C * H * W)
+    the output (a c16 residual in the same halo), possibly in the output's buffer. ``N`` samples; ``XS``,
+    ``OS``: floats from one sample to the next of a c16 input and of a c16 output, 0 for a sample's size
+    (more for channel slices of larger tensors: ``_conv_blocked_core``)."""
     OHs = OH + ht + hb
     OWs = OW + hl + hr
+    x_step = XS if in_c16 else 0  # (computed apart: Numba cannot compile conditionals inside this long call)
+    o_step = OS if out_c16 else 0
+    xo = (xt * W + xl) * (16 if in_c16 else 1)
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
         _conv_blocked_core(x, N, C, H, W, in_c16, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b, res,
-                           out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, OH * OW, (xt * W + xl) * (16 if in_c16 else 1))
+                           out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, OH * OW, xo, x_step, o_step)
     else:
         _conv_padded_in_bands(x, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act, act_a, act_b,
-                               res, out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs)
+                               res, out, COUT, OH, OW, out_c16, ht, hl, OHs, OWs, o_step)
     if out_c16 and (ht > 0 or hl > 0 or hb > 0 or hr > 0):
-        zero_halo_c16_kernel(out, N * ((COUT + 15) // 16), OHs, OWs, ht, hl, hb, hr)
+        OB = (COUT + 15) // 16
+        zero_halo_c16_kernel(out, N, OB, OS if OS > 0 else OB * OHs * OWs * 16, OHs, OWs, ht, hl, hb, hr)
 
 
 def pack_c16_input_weight(weight):

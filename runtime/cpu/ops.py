@@ -212,14 +212,17 @@ class ConvPlan:
         zero ``in_halo`` (top, left, bottom, right pixels) at least as wide as the padding, which it provides; a
         ``residual`` (flat) is stored like the output and may be its buffer; a blocked output may be stored
         inside a zero ``halo`` for its consumers' padding."""
-        self.c16_runner(x_shape[1:], in_c16, out_c16, residual is not None, halo, in_halo)(x, out, residual)
+        self.c16_runner(x_shape[1:], in_c16, out_c16, residual is not None, halo, in_halo)(x, out, residual,
+                                                                                             x_shape[0])
         return out
 
     def c16_runner(self, x_shape, in_c16: bool, out_c16: bool, residual: bool, halo=(0, 0, 0, 0),
                    in_halo=(0, 0, 0, 0)):
         """``run_c16`` for inputs of per-sample shape ``x_shape`` (C, H, W), with every argument but the arrays
-        fixed now: a callable ``(x, out, residual or None)`` (flat arrays) that calls the kernel directly (a
-        network's small layers took a few microseconds each to work their arguments out again per call)."""
+        fixed now: a callable ``(x, out, residual or None, n, x_step=0, out_step=0)`` (flat arrays, ``n``
+        samples; a c16 operand's steps are the floats from one sample to the next when it is a channel slice of
+        a larger tensor, 0 for its own size) that calls the kernel directly (a network's small layers took a
+        few microseconds each to work their arguments out again per call)."""
         pads = tuple(self.pads)
         if self.groups != 1 or (in_c16 and any(p > h for p, h in zip(pads, in_halo))) or (
                 not in_c16 and any(in_halo)):
@@ -241,8 +244,8 @@ class ConvPlan:
         tail = (self.cout, oh, ow, bool(out_c16), *(int(v) for v in halo), *origin)
         kernel = _conv.conv2d_c16_kernel
 
-        def run(x, out, res=None):
-            kernel(x, *head, _NO_RESIDUAL if res is None else res, out, *tail)
+        def run(x, out, res, n, x_step=0, out_step=0):
+            kernel(x, *head, _NO_RESIDUAL if res is None else res, out, *tail, n, x_step, out_step)
         return run
 
     def packed_weight(self, strategy: str) -> np.ndarray:

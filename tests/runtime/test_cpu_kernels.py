@@ -873,7 +873,7 @@ def test_pool_and_channel_multiply_c16(n, c, h, w):
     x = rand(n, c, h, w)
     xb = cpu_c16.to_c16(x)
     pooled = np.empty((n, c), np.float32)
-    cpu_c16.global_avg_pool_c16_kernel(xb.reshape(-1), c, h * w, pooled.reshape(-1))
+    cpu_c16.global_avg_pool_c16_kernel(xb.reshape(-1), c, h * w, pooled.reshape(-1), n, xb[0].size)
     assert_close(pooled.reshape(n, c, 1, 1), ort_run("GlobalAveragePool", {"x": x}))
     s = rand(n, c, 1, 1)
     out = np.empty_like(xb)
@@ -900,10 +900,12 @@ def test_affine_c16(n, c, h, w):
     xb = cpu_c16.to_c16(x)
     out = np.full_like(xb, np.nan)
     from cnnc.runtime.cpu._act import ACTIVATIONS
-    cpu_c16.affine_c16_kernel(xb.reshape(-1), scale, shift, h * w, ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1))
+    cpu_c16.affine_c16_kernel(xb.reshape(-1), scale, shift, h * w, ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1),
+                              n, xb[0].size, xb[0].size)
     assert_close(cpu_c16.from_c16(out, c), ref)
     assert np.all(out.transpose(0, 1, 4, 2, 3).reshape(n, cb * 16, h, w)[:, c:] == 0)
-    cpu_c16.affine_c16_kernel(xb.reshape(-1), scale, shift, h * w, ACTIVATIONS["relu"], 0.0, 0.0, xb.reshape(-1))
+    cpu_c16.affine_c16_kernel(xb.reshape(-1), scale, shift, h * w, ACTIVATIONS["relu"], 0.0, 0.0, xb.reshape(-1),
+                              n, xb[0].size, xb[0].size)
     assert_close(cpu_c16.from_c16(xb, c), ref)
 
 
@@ -918,7 +920,7 @@ def test_avg_pool_c16(shape, k, stride, pads, ceil, cip):
     cb = cpu_c16.blocks(c)
     out = np.full((n, cb, oh, ow, 16), np.nan, np.float32)
     cpu_c16.avg_pool_c16_kernel(cpu_c16.to_c16(x).reshape(-1), cb, h, w, *k, *stride, *pads, int(cip),
-                                out.reshape(-1), oh, ow)
+                                out.reshape(-1), oh, ow, n, cb * h * w * 16, out[0].size)
     assert_close(cpu_c16.from_c16(out, c), ref)
 
 
@@ -1085,5 +1087,71 @@ def test_max_pool_c16(shape, k, stride, pads, dil, ceil, in_halo, out_halo):
     out = np.full((n, cb, oh + t + b, ow + l + r, 16), np.nan, np.float32)
     cpu_c16.max_pool_c16_kernel(xin.reshape(-1), cb, xin.shape[2], xin.shape[3], in_halo[0], in_halo[1], h, w, k, k,
                                 stride, stride, pads[0], pads[1], dil, dil, out.reshape(-1), oh, ow, out.shape[2],
-                                out.shape[3], t, l)
+                                out.shape[3], t, l, n, xin[0].size, out[0].size)
     assert_close(cpu_c16.from_c16(np.ascontiguousarray(out[:, :, t:t + oh, l:l + ow]), c), ref)
+
+
+def _in_larger(x16, before, after, fill=np.nan):
+    """A blocked tensor (N, CB, H, W, 16) as the block run [before, before + CB) of a larger one whose other
+    blocks hold `fill`: (the larger tensor, the run's flat array from its first element, the sample stride)."""
+    n, cb, h, w, _ = x16.shape
+    big = np.full((n, before + cb + after, h, w, 16), fill, np.float32)
+    big[:, before:before + cb] = x16
+    plane = h * w * 16
+    return big, big.reshape(-1)[before * plane:], (before + cb + after) * plane
+
+
+def test_c16_kernels_on_channel_slices_of_larger_tensors():
+    """The blocked kernels read and write runs of blocks of larger tensors (a concatenation's inputs and
+    prefixes at batches over one), given the sample stride: the same values as ONNX Runtime's, and the
+    blocks around the run are neither read (NaN there) nor written."""
+    from cnnc.runtime.cpu._act import ACTIVATIONS
+    n, c, h, w = 3, 32, 9, 8
+    x = rand(n, c, h, w)
+    xbig, xflat, xs = _in_larger(cpu_c16.to_c16(x), 2, 1)
+
+    def out_run(shape_nchw):  # an output slice: blocks 1.. of a larger NaN tensor
+        on, oc, oh, ow = shape_nchw
+        return _in_larger(np.full((on, cpu_c16.blocks(oc), oh, ow, 16), np.nan, np.float32), 1, 2)
+
+    def check(big, first, cb, ref):
+        assert np.isnan(big[:, :first]).all() and np.isnan(big[:, first + cb:]).all()
+        assert_close(cpu_c16.from_c16(np.ascontiguousarray(big[:, first:first + cb]), ref.shape[1]), ref)
+
+    # convolution, blocked in and out (3x3 reading a halo-less input: 1x1 here, and a stride-2 3x3 below)
+    wt, bias = rand(48, c, 1, 1, scale=0.5), rand(48)
+    plan = cpu.pack_conv2d(wt, bias)
+    ref = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[1, 1])
+    obig, oflat, os_ = out_run(ref.shape)
+    plan.c16_runner((c, h, w), True, True, False)(xflat, oflat, None, n, xs, os_)
+    check(obig, 1, 3, ref)
+    # convolution from the plain layout (padded, in bands) into a slice
+    wt3 = rand(16, c, 3, 3, scale=0.3)
+    plan3 = cpu.pack_conv2d(wt3, None, stride=(2, 2), pads=(1, 1, 1, 1))
+    ref = ort_run("Conv", {"x": x, "w": wt3}, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    obig, oflat, os_ = out_run(ref.shape)
+    plan3.c16_runner((c, h, w), False, True, False)(x.reshape(-1), oflat, None, n, 0, os_)
+    check(obig, 1, 1, ref)
+    # max pool (with an output halo) and average pool
+    ref = ort_run("MaxPool", {"x": x}, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    oh, ow = ref.shape[2:]
+    big = np.full((n, 5, oh + 2, ow + 2, 16), np.nan, np.float32)
+    plane = (oh + 2) * (ow + 2) * 16
+    cpu_c16.max_pool_c16_kernel(xflat, 2, h, w, 0, 0, h, w, 3, 3, 2, 2, 1, 1, 1, 1, big.reshape(-1)[plane:], oh, ow,
+                                oh + 2, ow + 2, 1, 1, n, xs, 5 * plane)
+    cpu_c16.zero_halo_c16_kernel(big.reshape(-1)[plane:], n, 2, 5 * plane, oh + 2, ow + 2, 1, 1, 1, 1)
+    assert (big[:, 1:3, 0] == 0).all() and (big[:, 1:3, :, -1] == 0).all()
+    check(big[:, :, 1:-1, 1:-1], 1, 2, ref)
+    ref = ort_run("AveragePool", {"x": x}, kernel_shape=[2, 2], strides=[2, 2])
+    obig, oflat, os_ = out_run(ref.shape)
+    cpu_c16.avg_pool_c16_kernel(xflat, 2, h, w, 2, 2, 2, 2, 0, 0, 0, 0, 1, oflat, *ref.shape[2:], n, xs, os_)
+    check(obig, 1, 2, ref)
+    # batchnorm (scale and shift) with ReLU, and the global average pool
+    scale, shift = rand(c), rand(c)
+    obig, oflat, os_ = out_run(x.shape)
+    cpu_c16.affine_c16_kernel(xflat, scale, shift, h * w, ACTIVATIONS["relu"], 0.0, 0.0, oflat, n, xs, os_)
+    check(obig, 1, 2, np.maximum(x * scale.reshape(1, c, 1, 1) + shift.reshape(1, c, 1, 1), 0))
+    pooled = np.empty((n, c), np.float32)
+    cpu_c16.global_avg_pool_c16_kernel(xflat, c, h * w, pooled.reshape(-1), n, xs)
+    assert_close(pooled.reshape(n, c, 1, 1), ort_run("GlobalAveragePool", {"x": x}))
+    assert np.isnan(xbig[:, :2]).all() and np.isnan(xbig[:, 4:]).all()

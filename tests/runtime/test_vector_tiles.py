@@ -57,7 +57,7 @@ def _blocked(core, x, wt, bias, stride, pads, dil, groups=1, act="identity", res
         out = np.full((n, cout, oh, ow), np.nan, np.float32)
     core(xp.reshape(-1), n, c, h + pt + pb, w + pl + pr, False, _packed(wt, groups), bias, kh, kw, *stride, *dil,
          ACTIVATIONS[act], 0.0, 0.0, _NO_RES if res is None else res.reshape(-1), out.reshape(-1), cout, oh, ow,
-         False, 0, 0, oh, ow, oh * ow, 0)
+         False, 0, 0, oh, ow, oh * ow, 0, 0, 0)
     return out
 
 
@@ -114,7 +114,7 @@ def test_blocked_convolution_tiles_between_channel_blocked_layouts(tiles):
     stored = np.zeros((n, cpu_c16.blocks(cout), hs, ws, 16), np.float32)
     tiles["blocked"](cpu_c16.to_c16(x).reshape(-1), n, c, h, w, True, cpu_conv.pack_c16_input_weight(wt), bias_padded,
                      1, 1, 1, 1, 1, 1, ACTIVATIONS["relu6"], 0.0, 0.0, _NO_RES, stored.reshape(-1), cout, h, w, True,
-                     halo, halo, hs, ws, h * w, 0)
+                     halo, halo, hs, ws, h * w, 0, 0, 0)
     assert (stored[:, :, 0] == 0).all() and (stored[:, :, :, 0] == 0).all()
     inner = np.ascontiguousarray(stored[:, :, halo:-halo, halo:-halo])
     assert_close(cpu_c16.from_c16(inner, cout), np.clip(_ort_conv(x, wt, bias), 0, 6))
@@ -138,7 +138,7 @@ def test_blocked_convolution_tiles_read_a_halo_and_add_a_blocked_residual_in_pla
     out = cpu_c16.to_c16(skip)
     tiles["blocked"](xin.reshape(-1), n, c, hs, ws, True, cpu_conv.pack_c16_input_weight(wt), bias_padded,
                      3, 3, 1, 1, 1, 1, ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1), out.reshape(-1), cout, h, w,
-                     True, 0, 0, h, w, h * w, ((halo - 1) * ws + halo - 1) * 16)
+                     True, 0, 0, h, w, h * w, ((halo - 1) * ws + halo - 1) * 16, 0, 0)
     ref = np.maximum(_ort_conv(x, wt, bias, pads=(1, 1, 1, 1)) + skip, 0)
     assert_close(cpu_c16.from_c16(out, cout), ref)
 
