@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 
 from .errors import CnncError, Diagnostic
-from .fileio import atomic_write
+from .fileio import READ_ERRORS, atomic_write, describe
 
 FORMAT = "cnnplan"
 VERSION = 1
@@ -117,6 +117,28 @@ def save(path: str, plan: dict, weights: dict[str, np.ndarray] | None = None) ->
                 z.writestr(zipfile.ZipInfo(f"weights/{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
+def _read_npy_member(z: zipfile.ZipFile, entry: str) -> np.ndarray:
+    """One .npy array of the archive, read straight into its array (no second copy of it): its header must
+    describe exactly the bytes the entry holds (a damaged shape is refused before anything is allocated), and
+    reading to the entry's end checks its CRC."""
+    with z.open(entry) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"{entry}: .npy version {version} is not supported")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if dtype.hasobject or f.tell() + nbytes != z.getinfo(entry).file_size:
+            raise ValueError(f"{entry}: its header does not describe its {z.getinfo(entry).file_size} bytes")
+        array = np.empty(shape[::-1] if fortran else shape, dtype)
+        if nbytes and f.readinto(array.reshape(-1).view(np.uint8)) != nbytes:
+            raise EOFError(f"{entry}: shorter than its header says")
+        f.read(1)  # (at the entry's end: the CRC is checked)
+    return array.T if fortran else array
+
+
 def load(path: str) -> tuple[dict, dict[str, np.ndarray] | None]:
     def bad(what, hint="recompile the spec with `cnnc compile`"):
         return CnncError(Diagnostic("E402", f"{path}: {what}", None, hint))
@@ -131,12 +153,11 @@ def load(path: str) -> tuple[dict, dict[str, np.ndarray] | None]:
                 weights = {}
                 for entry in z.namelist():
                     if entry.startswith("weights/") and entry.endswith(".npy"):
-                        with z.open(entry) as f:  # read in chunks into the array: no second copy of it
-                            weights[entry[len("weights/"):-4]] = np.lib.format.read_array(f, allow_pickle=False)
+                        weights[entry[len("weights/"):-4]] = _read_npy_member(z, entry)
     except FileNotFoundError:
         raise CnncError(Diagnostic("E404", f"{path}: cannot read: no such file", None)) from None
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, UnicodeDecodeError) as err:
-        raise bad(f"not a readable plan file ({err})") from None
+    except READ_ERRORS as err:  # (a damaged .npy header inside reaches numpy's header parser: a tokenizer error)
+        raise bad(f"not a readable plan file ({describe(err)})") from None
     if not isinstance(plan, dict) or plan.get("format") != FORMAT:
         raise bad("not a cnnc plan")
     problem = _check_structure(plan)

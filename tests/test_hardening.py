@@ -302,3 +302,29 @@ def test_damaged_onnx_models_fail_cleanly(tmp_path):
     assert main(["export", LENET, "-o", str(tmp_path / "m.onnx")]) == 0
     # an operator or attribute the damage turned into another is refused as such
     _check_damage(tmp_path, "m.onnx", import_model, "E400", 2000, 7, also=("E200", "E203", "E241"))
+
+
+def test_plan_weight_with_a_lying_header_is_refused_before_allocating(tmp_path):
+    """A bundled weight whose .npy header claims 10^12 floats (and whose zip entry holds a few) is one E402
+    error, found before any array is allocated (its data is read straight into its array)."""
+    import io
+    import zipfile
+
+    from cnnc import plan as plan_mod
+    from cnnc.compiler import compile_spec
+    from cnnc.errors import CnncError
+    from cnnc.weights import initialise
+    plan = plan_mod.from_graph(compile_spec(LENET).graph)
+    good, bad = tmp_path / "good.cnnplan", tmp_path / "bad.cnnplan"
+    plan_mod.save(str(good), plan, initialise(plan["constants"]))
+    lying = io.BytesIO()
+    np.lib.format.write_array_header_1_0(lying, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 12,)})
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "weights/conv1.weight.npy":
+                data = lying.getvalue() + data[-64:]
+            dst.writestr(info, data)
+    with pytest.raises(CnncError) as err:
+        plan_mod.load(str(bad))
+    assert err.value.code == "E402" and "does not describe" in str(err.value)
