@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -17,7 +18,7 @@ from .errors import CnncError, Diagnostic
 
 # What numpy and zipfile raise on a damaged file (a header that does not parse, data cut short, a bad
 # compressed stream, an unknown compression method): each means "not a readable file", never a traceback.
-READ_ERRORS = (ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, NotImplementedError,
+READ_ERRORS = (ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, NotImplementedError, OverflowError,
                tokenize.TokenError, zipfile.BadZipFile, zlib.error)
 
 
@@ -122,13 +123,15 @@ def load_safetensors(path: str) -> dict[str, np.ndarray]:
                     dtype = _ST_DTYPES[info["dtype"]]
                     shape = tuple(int(s) for s in info["shape"])
                     start, end = (int(o) for o in info["data_offsets"])
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):
                     raise bad(f"entry {name!r} is malformed") from None
+                if any(d < 0 for d in shape):
+                    raise bad(f"{name}: negative dimension in shape {shape}")
                 if dtype is None:
                     raise bad(f"{name}: dtype {info['dtype']} is not supported; save float32")
                 if not 0 <= start <= end <= body_size:
                     raise bad(f"{name}: data offsets outside the file")
-                count = int(np.prod(shape)) if shape else 1
+                count = math.prod(shape)  # (Python integers: a huge shape cannot wrap around)
                 if (end - start) != count * np.dtype(dtype).itemsize:
                     raise bad(f"{name}: {end - start} bytes do not hold shape {shape}")
                 array = np.empty(shape, dtype)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
 
 import numpy as np
@@ -129,8 +130,8 @@ def _read_npy_member(z: zipfile.ZipFile, entry: str) -> np.ndarray:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
             raise ValueError(f"{entry}: .npy version {version} is not supported")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if dtype.hasobject or f.tell() + nbytes != z.getinfo(entry).file_size:
+        nbytes = math.prod(shape) * dtype.itemsize  # (Python integers: a huge shape cannot wrap around)
+        if dtype.hasobject or any(d < 0 for d in shape) or f.tell() + nbytes != z.getinfo(entry).file_size:
             raise ValueError(f"{entry}: its header does not describe its {z.getinfo(entry).file_size} bytes")
         array = np.empty(shape[::-1] if fortran else shape, dtype)
         if nbytes and f.readinto(array.reshape(-1).view(np.uint8)) != nbytes:

@@ -304,9 +304,11 @@ def test_damaged_onnx_models_fail_cleanly(tmp_path):
     _check_damage(tmp_path, "m.onnx", import_model, "E400", 2000, 7, also=("E200", "E203", "E241"))
 
 
-def test_plan_weight_with_a_lying_header_is_refused_before_allocating(tmp_path):
-    """A bundled weight whose .npy header claims 10^12 floats (and whose zip entry holds a few) is one E402
-    error, found before any array is allocated (its data is read straight into its array)."""
+@pytest.mark.parametrize("shape", [(10 ** 12,), (2 ** 64,), (2 ** 62 + 1, 4), (-2, -2)])
+def test_plan_weight_with_a_lying_header_is_refused_before_allocating(tmp_path, shape):
+    """A bundled weight whose .npy header claims a shape its zip entry does not hold (10^12 floats, a size
+    past 64 bits, one whose product wraps around in 64 bits, negative dimensions) is one E402 error, found
+    before any array is allocated (its data is read straight into its array)."""
     import io
     import zipfile
 
@@ -318,7 +320,7 @@ def test_plan_weight_with_a_lying_header_is_refused_before_allocating(tmp_path):
     good, bad = tmp_path / "good.cnnplan", tmp_path / "bad.cnnplan"
     plan_mod.save(str(good), plan, initialise(plan["constants"]))
     lying = io.BytesIO()
-    np.lib.format.write_array_header_1_0(lying, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 12,)})
+    np.lib.format.write_array_header_1_0(lying, {"descr": "<f4", "fortran_order": False, "shape": shape})
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
         for info in src.infolist():
             data = src.read(info)
@@ -328,3 +330,22 @@ def test_plan_weight_with_a_lying_header_is_refused_before_allocating(tmp_path):
     with pytest.raises(CnncError) as err:
         plan_mod.load(str(bad))
     assert err.value.code == "E402" and "does not describe" in str(err.value)
+
+
+@pytest.mark.parametrize("shape,offsets", [([-2, -2], [0, 16]), ([2 ** 62 + 1, 4], [0, 16]), (["1e400"], [0, 16]),
+                                           ([4], [0, "inf"])])
+def test_safetensors_with_impossible_shapes_is_one_error(tmp_path, shape, offsets):
+    """A .safetensors entry with negative dimensions, a shape whose product wraps around in 64 bits, or a
+    number too large for an integer is one E400 error, not an exception from numpy."""
+    import json
+    import struct
+
+    from cnnc.errors import CnncError
+    from cnnc.fileio import load_arrays
+    header = json.dumps({"w": {"dtype": "F32", "shape": shape, "data_offsets": offsets}})
+    header = header.replace('"1e400"', "1e400").replace('"inf"', "1e400").encode()
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    with pytest.raises(CnncError) as err:
+        load_arrays(str(path))
+    assert err.value.code == "E400"

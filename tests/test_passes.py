@@ -71,7 +71,8 @@ network identities() {
     q = adaptive_avgpool(p, 3)          # kept: it pools
     i = identity(x)                     # kept: a network output that is the network input
     o = dropout(q)                      # removed: the output is q
-    output y = o, i
+    z = identity(q)                     # kept: q is an output now (outputs stay distinct tensors)
+    output y = o, i, z
 }
 """
 
@@ -85,7 +86,7 @@ def test_drop_identities_snapshot_and_where_it_must_not_fire(write_spec):
     verify.run(graph, "drop_identities")
     assert {graph.node(n)["op"] for n in graph.op_nodes()} == {"conv", "relu", "adaptive_avgpool", "identity"}
     assert graph.node("r")["inputs"] == ["a"] and graph.node("q")["inputs"] == ["r"]
-    assert graph.outputs == {"y": "q", "i": "i"}
+    assert graph.outputs == {"y": "q", "i": "i", "z": "z"}
     check_snapshot("drop_identities.txt", before + "--- after drop_identities ---\n" + graph.dump())
     assert drop_identities.run(graph, PassContext()) is False
     fused = compile_spec(path).graph
