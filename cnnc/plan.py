@@ -118,6 +118,9 @@ def save(path: str, plan: dict, weights: dict[str, np.ndarray] | None = None) ->
                 z.writestr(zipfile.ZipInfo(f"weights/{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
+_READ_CHUNK = 1 << 22  # bytes of a bundled weight read at a time
+
+
 def _read_npy_member(z: zipfile.ZipFile, entry: str) -> np.ndarray:
     """One .npy array of the archive, read straight into its array (no second copy of it): its header must
     describe exactly the bytes the entry holds (a damaged shape is refused before anything is allocated), and
@@ -134,8 +137,14 @@ def _read_npy_member(z: zipfile.ZipFile, entry: str) -> np.ndarray:
         if dtype.hasobject or any(d < 0 for d in shape) or f.tell() + nbytes != z.getinfo(entry).file_size:
             raise ValueError(f"{entry}: its header does not describe its {z.getinfo(entry).file_size} bytes")
         array = np.empty(shape[::-1] if fortran else shape, dtype)
-        if nbytes and f.readinto(array.reshape(-1).view(np.uint8)) != nbytes:
-            raise EOFError(f"{entry}: shorter than its header says")
+        dest = array.reshape(-1).view(np.uint8)
+        for start in range(0, nbytes, _READ_CHUNK):  # (a zip member's readinto reads the whole rest first)
+            chunk = f.read(min(_READ_CHUNK, nbytes - start))
+            if not chunk:
+                raise EOFError(f"{entry}: shorter than its header says")
+            dest[start:start + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            if len(chunk) < min(_READ_CHUNK, nbytes - start):
+                raise EOFError(f"{entry}: shorter than its header says")
         f.read(1)  # (at the entry's end: the CRC is checked)
     return array.T if fortran else array
 
