@@ -134,17 +134,16 @@ def _read_npy_member(z: zipfile.ZipFile, entry: str) -> np.ndarray:
         else:
             raise ValueError(f"{entry}: .npy version {version} is not supported")
         nbytes = math.prod(shape) * dtype.itemsize  # (Python integers: a huge shape cannot wrap around)
-        if dtype.hasobject or any(d < 0 for d in shape) or f.tell() + nbytes != z.getinfo(entry).file_size:
-            raise ValueError(f"{entry}: its header does not describe its {z.getinfo(entry).file_size} bytes")
+        size = z.getinfo(entry).file_size
+        if dtype.hasobject or any(d < 0 for d in shape) or f.tell() + nbytes != size:
+            raise ValueError(f"{entry}: its header does not describe its {size} bytes")
         array = np.empty(shape[::-1] if fortran else shape, dtype)
         dest = array.reshape(-1).view(np.uint8)
         for start in range(0, nbytes, _READ_CHUNK):  # (a zip member's readinto reads the whole rest first)
             chunk = f.read(min(_READ_CHUNK, nbytes - start))
-            if not chunk:
+            if len(chunk) != min(_READ_CHUNK, nbytes - start):
                 raise EOFError(f"{entry}: shorter than its header says")
             dest[start:start + len(chunk)] = np.frombuffer(chunk, np.uint8)
-            if len(chunk) < min(_READ_CHUNK, nbytes - start):
-                raise EOFError(f"{entry}: shorter than its header says")
         f.read(1)  # (at the entry's end: the CRC is checked)
     return array.T if fortran else array
 

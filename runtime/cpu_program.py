@@ -68,6 +68,16 @@ def _fold_bn(weight: np.ndarray, bias: np.ndarray | None, p: dict, eps: float, a
     return _f32(w), _f32(b)
 
 
+def _normalisation(step: dict, p: dict, c: int):
+    """A batchnorm's or affine map's (weight, bias, mean, var, eps) for `c` channels: y = (x - mean) * weight
+    / sqrt(var + eps) + bias (an affine map: mean 0, var 1, eps 0; absent weight and bias: 1 and 0)."""
+    weight = p.get("weight", np.ones(c, np.float32))
+    bias = p.get("bias", np.zeros(c, np.float32))
+    if step["op"] == "batchnorm":
+        return weight, bias, p["running_mean"], p["running_var"], float(step["attrs"]["eps"])
+    return weight, bias, np.zeros(c, np.float32), np.ones(c, np.float32), 0.0
+
+
 def bound_params(step: dict, weights: dict[str, np.ndarray]):
     """A step's weights as float32 (role -> array), its fused activation as kernel arguments, and its
     weight and bias with a folded batchnorm applied (`bn_eps`): what every target binds a step with."""
@@ -235,12 +245,7 @@ class CpuProgram:
             return lambda xs, out, s: _ten.dense_kernel(xs[0], w, bias, *act, out)
         if op in ("batchnorm", "affine"):
             c = self.shapes[step["inputs"][0]][0]
-            weight = p.get("weight", np.ones(c, np.float32))
-            bias = p.get("bias", np.zeros(c, np.float32))
-            if op == "batchnorm":
-                mean, var, eps = p["running_mean"], p["running_var"], float(a["eps"])
-            else:
-                mean, var, eps = np.zeros(c, np.float32), np.ones(c, np.float32), 0.0
+            weight, bias, mean, var, eps = _normalisation(step, p, c)
 
             def run_bn(xs, out, s):
                 n = xs[0].shape[0]
@@ -304,13 +309,7 @@ class CpuProgram:
             return self._bind_c16_concat(step, slices)
         if axis != 1 or not slices:
             return lambda xs, out, s: concat_into(xs, axis, out)
-        buf, base = slices.get(step["output"], (step["output"], 0))
-        copies, offset = [], 0
-        for i, t in enumerate(step["inputs"]):
-            c = self.shapes[t][0]
-            if slices.get(t) != (buf, base + offset):
-                copies.append((i, offset, c))
-            offset += c
+        copies = self._concat_copies(step, slices)
         if not copies:
             return None
 
@@ -327,13 +326,7 @@ class CpuProgram:
             if t not in self.blocked or self.shapes[t][0] % 16 or self.halos.get(t) != self.halos.get(out):
                 raise PlanError(f"step {step['name']}: input {t} of a channel-blocked concatenation is not "
                                 f"stored as whole blocks inside the output's halo")
-        buf, base = slices.get(out, (out, 0))
-        copies, offset = [], 0
-        for i, t in enumerate(step["inputs"]):
-            c = self.shapes[t][0]
-            if slices.get(t) != (buf, base + offset):
-                copies.append((i, offset // 16, c // 16))
-            offset += c
+        copies = [(i, off // 16, c // 16) for i, off, c in self._concat_copies(step, slices)]  # (in blocks)
         if not copies:
             return None
 
@@ -341,6 +334,18 @@ class CpuProgram:
             for i, first, cb in copies:
                 np.copyto(out.view[:, first:first + cb], xs[i].view)  # (the halo too: zeros, from the producer)
         return run_concat
+
+    def _concat_copies(self, step, slices: dict) -> list[tuple[int, int, int]]:
+        """(input index, channel offset, channels) of each input of a concatenation that its producer did not
+        write in place (`slices`: tensor -> (buffer, channel offset))."""
+        buf, base = slices.get(step["output"], (step["output"], 0))
+        copies, offset = [], 0
+        for i, t in enumerate(step["inputs"]):
+            c = self.shapes[t][0]
+            if slices.get(t) != (buf, base + offset):
+                copies.append((i, offset, c))
+            offset += c
+        return copies
 
     def _bind_c16_conv(self, step, weight, bias, act, in_c16: bool, out_c16: bool):
         """A convolution reading or writing the channel-blocked layout (see cpu/c16.py)."""
@@ -370,7 +375,7 @@ class CpuProgram:
         def run_conv(xs, out, s):
             x = xs[0].flat if in_c16 else xs[0].reshape(-1)
             o = out.flat if out_c16 else out.reshape(-1)
-            res = None if not residual else xs[1].flat if out_c16 else xs[1].reshape(-1)
+            res = (xs[1].flat if out_c16 else xs[1].reshape(-1)) if residual else None
             run(x, o, res, len(out.view if out_c16 else out), xs[0].step if in_c16 else 0,
                 out.step if out_c16 else 0)
         return run_conv
@@ -414,13 +419,9 @@ class CpuProgram:
             return lambda xs, out, s: _c16.avg_pool_c16_kernel(xs[0].flat, cb, h, w, kh, kw, sh, sw, pt, pl, pb, pr,
                                                                  cip, out.flat, oh, ow, len(out.view), xs[0].step,
                                                                  out.step)
-        ones, zeros = np.ones(c), np.zeros(c)
-        if step["op"] == "batchnorm":  # folded in float64, as the plain kernel does
-            scale = p.get("weight", ones).astype(np.float64) / np.sqrt(p["running_var"].astype(np.float64)
-                                                                       + float(a["eps"]))
-            shift = p.get("bias", zeros).astype(np.float64) - p["running_mean"].astype(np.float64) * scale
-        else:
-            scale, shift = p.get("weight", ones), p.get("bias", zeros)
+        weight, bias, mean, var, eps = (np.asarray(v, np.float64) for v in _normalisation(step, p, c))
+        scale = weight / np.sqrt(var + eps)  # folded in float64, as the plain kernel does
+        shift = bias - mean * scale
         scale16, shift16 = np.zeros(cb * 16, np.float32), np.zeros(cb * 16, np.float32)
         scale16[:c], shift16[:c] = scale, shift
         return lambda xs, out, s: _c16.affine_c16_kernel(xs[0].flat, scale16, shift16, h * w, *act, out.flat,

@@ -93,10 +93,6 @@ def in_place_candidates(step: dict, banded: bool = False) -> list[str]:
     return []
 
 
-# Producers that write no buffer of their own, so never into a channel slice of a larger one.
-_NO_SLICE_PRODUCERS = VIEW_OPS
-
-
 def concat_slices(plan: dict, blocked_only: bool = False) -> dict[str, tuple[str, int]]:
     """Concatenation without copies: tensor -> (buffer tensor, channel offset) for every tensor that lives as
     a channel slice of a channel concatenation's output, so its producer writes straight into place.
@@ -121,12 +117,13 @@ def concat_slices(plan: dict, blocked_only: bool = False) -> dict[str, tuple[str
     def placeable(t: str, buf: str, offset: int) -> bool:
         """Whether `t` may live at channel `offset` of `buf`: in the same layout, and for the blocked
         layout as whole blocks inside the same halo."""
-        if not (t in producer and producer[t] not in _NO_SLICE_PRODUCERS and t not in viewed
+        if not (t in producer and producer[t] not in VIEW_OPS and t not in viewed  # (views own no buffer)
                 and t not in slices and len(shapes[t]) == 3 and (t in blocked) == (buf in blocked)):
             return False
         if blocked_only and t not in blocked:
             return False
-        return t not in blocked or (offset % 16 == 0 and shapes[t][0] % 16 == 0 and halos.get(t) == halos.get(buf))
+        return t not in blocked or (offset % 16 == 0 and shapes[t][0] % 16 == 0
+                                    and halos.get(t) == halos.get(buf))
 
     for step in reversed(plan["steps"]):
         out = step["output"]
@@ -173,15 +170,15 @@ def storage_size(shape, blocked: bool, halo=(0, 0, 0, 0)) -> int:
     return math.prod(storage_shape(shape, blocked, halo))
 
 
-def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = True, conv_in_place: bool = True,
-                workspaces: bool = True) -> dict:
+def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = True,
+                conv_in_place: bool = True, workspaces: bool = True) -> dict:
     """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
     tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
     buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
     size without reuse. Network inputs live outside the arena (the caller's arrays) and are never
     written over. `concat_in_place`: place concat inputs as channel slices (`concat_slices`): True, False,
-    or "blocked" for channel-blocked ones only. `layouts`: size channel-blocked tensors padded (False: a target that stores every tensor
-    plain). `conv_in_place`: let convolutions write over their input where the CPU kernel can
+    or "blocked" for channel-blocked ones only. `layouts`: size channel-blocked tensors padded (False: a
+    target that stores every tensor plain). `conv_in_place`: let convolutions write over their input where the CPU kernel can
     (`banded_in_place`; False: a target whose kernels cannot). `workspaces`: give each step that needs one
     (`winograd_plan.step_workspace`) a workspace in the arena, alive during that step only (`workspace`:
     step output -> floats per sample; offsets under `workspace_key(output)`); False: a target without."""

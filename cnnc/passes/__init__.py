@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import dce, drop_identities, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, pool_first, verify
+from . import (dce, drop_identities, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, pool_first,
+               verify)
 
 
 @dataclass
@@ -35,7 +36,8 @@ PIPELINE: list[Pass] = [
 ]
 
 PASS_NAMES = ["expand"] + [p.name for p in PIPELINE]
-DEFAULT_OPT_LEVEL = 2  # -O0: shapes only; -O1: identities dropped, folding and activation fusion; -O2: pool first, residual fusion, layout
+# -O0: shapes only; -O1: identities dropped, folding and activation fusion; -O2: pool first, residual fusion, layout
+DEFAULT_OPT_LEVEL = 2
 
 
 @dataclass

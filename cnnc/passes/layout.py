@@ -18,9 +18,8 @@ Guarantees: an output gets the attribute `layout` = "c16" only in these chains -
   (top, left, bottom, right): P's output is stored inside a zero border that wide, written by P, so D
   reads its padding where it lies.
 
-Dense chains (ResNet, VGG, GoogLeNet, DenseNet): a dense
-convolution writes its output in this layout, and its consumers read it without reorders, when a
-convolution's output T is read only by
+Dense chains (ResNet, VGG, GoogLeNet, DenseNet): a dense convolution writes its output in this layout,
+and its consumers read it without reorders, when a convolution's output T is read only by
   - dense convolutions, as their input (any kernel, stride, padding or dilation) -- except those the CPU
     target computes with Winograd (``runtime/winograd_plan.applies``), whose input and output stay plain;
   - dense convolutions as the residual they add, whose own output is then blocked too, in the same halo
@@ -37,10 +36,10 @@ convolution's output T is read only by
 but not by the expansion convolution of a depthwise chain: MobileNet-V2's and EfficientNet-B0's trunks
 between the chains stay plain (blocked, the projections gained what the expansions, then reading the
 blocked layout, lost: both networks ran 5-15% slower in alternating runs).
-The output of a pool, batchnorm or concatenation is blocked under the same rule. The candidates are narrowed to a
-fixed point (a tensor leaves when a consumer it depends on does). T's `halo` is the widest padding of each
-side among its convolution consumers, so that each reads its padding in place (one with less padding starts
-further inside the halo), widened to match across residual pairs and concatenations.
+The output of a pool, batchnorm or concatenation is blocked under the same rule. The candidates are
+narrowed to a fixed point (a tensor leaves when a consumer it depends on does). T's `halo` is the widest
+padding of each side among its convolution consumers, so that each reads its padding in place (one with
+less padding starts further inside the halo), widened to match across residual pairs and concatenations.
 Nothing that is a network output, or whose consumers include a view, add or any other op, is blocked.
 The attributes only say how a target may store the tensor: the values (and the reference target, which
 ignores them) are unchanged.

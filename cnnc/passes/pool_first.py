@@ -11,8 +11,9 @@ transitions (1x1 convolution, then a 2x2 stride-2 average pool) drop from 308 to
 Requires: shapes inferred; run after fold_batchnorm and fuse_activation (a batchnorm folded into the
 convolution keeps it affine; an activation between the two, fused or not, stops the rewrite).
 Guarantees: for every convolution C with a 1x1 kernel, stride 1, no padding, no activation and no residual,
-whose only user (C not being a network output) is an average pool P that has no padding and whose windows all lie inside the image (so no ceil-mode window is clipped), or a
-global average pool: P reads C's input, C reads P, and C's users are P's former users (network outputs too).
+whose only user (C not being a network output) is an average pool P that has no padding and whose windows
+all lie inside the image (so no ceil-mode window is clipped), or a global average pool: P reads C's input,
+C reads P, and C's users are P's former users (network outputs too).
 Both keep their names, attributes, weights and source spans; P now comes before C in node order, and the
 shapes are inferred again (P has C's input channels, C P's spatial size).
 The values are unchanged up to float rounding; `cnnc inspect` (which shows the network as written) is not

@@ -303,8 +303,9 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
     ``x`` flat (N, CB, HS, WS, 16): planes stored HS x WS, the H x W image at row ``it``, column ``il`` (inside a
     halo, which is not read); ``out`` flat (N, CB, OHS, OWS, 16) with the OH x OW result at (``ot``, ``ol``) (its
     halo is left to ``zero_halo_c16_kernel``); sample n of ``x`` starts at ``n * XS``, of ``out`` at ``n * OS``
-    (the sizes of a sample, or more for channel slices of larger tensors). Windows are clipped to the image (padding and ceil-mode
-    overhang are skipped, as in ``pool.max_pool2d_kernel``; a window with no pixel in the image yields -inf).
+    (the sizes of a sample, or more for channel slices of larger tensors). Windows are clipped to the image
+    (padding and ceil-mode overhang are skipped, as in ``pool.max_pool2d_kernel``; a window with no pixel in
+    the image yields -inf).
     Separable, one output row at a time: the maximum over the window's image rows, one long contiguous loop
     (an image row of a block is W * 16 contiguous floats), then over each window's columns, one 16-lane
     vector per tap -- whatever the plane size or stride (the plain kernel's rows of 14 or 28 pixels spent
