@@ -396,18 +396,31 @@ network chains() {
 """
 
 
-def test_layout_snapshot_and_where_it_must_not_fire(write_spec):
+def _layout_applied(path: str):
+    """A spec compiled without the layout pass, then the pass run on it, which must change the graph and leave
+    it valid: (the graph, its dump before the pass)."""
     from cnnc.passes import layout
-    graph = compile_spec(write_spec(DEPTHWISE_CHAINS), disabled=("layout",)).graph
+    graph = compile_spec(path, disabled=("layout",)).graph
     before = graph.dump()
     assert layout.run(graph, PassContext()) is True
     verify.run(graph, "layout")
+    return graph, before
+
+
+def _check_layout_snapshot(name: str, graph, before: str) -> None:
+    """The graph before and after the layout pass against snapshot `name`; a second run changes nothing."""
+    from cnnc.passes import layout
+    check_snapshot(name, before + "--- after layout ---\n" + graph.dump())
+    assert layout.run(graph, PassContext()) is False
+
+
+def test_layout_snapshot_and_where_it_must_not_fire(write_spec):
+    graph, before = _layout_applied(write_spec(DEPTHWISE_CHAINS))
     blocked = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("layout") == "c16"}
     # depthwise chains, and the dense-chain rule: p2 is read by the 1x1 e3 only; `side` (which adds the skip
     # `conv#2`, the add fused into it) stays plain: e2, the expansion of a depthwise chain, reads it
     assert blocked == {"stem", "dw1", "se", "e2", "dw2", "p2"}
-    check_snapshot("layout.txt", before + "--- after layout ---\n" + graph.dump())
-    assert layout.run(graph, PassContext()) is False
+    _check_layout_snapshot("layout.txt", graph, before)
 
 
 def _assert_layout_keeps_values(path: str, image: tuple) -> None:
@@ -453,11 +466,7 @@ network dense() {
 
 
 def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
-    from cnnc.passes import layout
-    graph = compile_spec(write_spec(DENSE_CHAINS), disabled=("layout",)).graph
-    before = graph.dump()
-    assert layout.run(graph, PassContext()) is True
-    verify.run(graph, "layout")
+    graph, before = _layout_applied(write_spec(DENSE_CHAINS))
     attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
     blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
     assert blocked == {"conv#1", "pool", "conv#2", "b"}  # stem, pool, a, and b with the skip add fused
@@ -465,8 +474,7 @@ def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
     # widest padding per side among the convolutions reading it; the same across the residual pair
     assert {n: attrs[n].get("halo") for n in blocked} == {"conv#1": None, "pool": (2, 2, 2, 2),
                                                           "conv#2": (1, 1, 1, 1), "b": (2, 2, 2, 2)}
-    check_snapshot("layout_dense_chains.txt", before + "--- after layout ---\n" + graph.dump())
-    assert layout.run(graph, PassContext()) is False
+    _check_layout_snapshot("layout_dense_chains.txt", graph, before)
 
 
 def test_layout_dense_chains_compute_the_same_function(write_spec):
@@ -501,19 +509,14 @@ network inception() {
 
 
 def test_layout_blocks_concatenations_of_whole_blocks(write_spec):
-    from cnnc.passes import layout
-    graph = compile_spec(write_spec(BLOCKED_CONCATS), disabled=("layout",)).graph
-    before = graph.dump()
-    assert layout.run(graph, PassContext()) is True
-    verify.run(graph, "layout")
+    graph, before = _layout_applied(write_spec(BLOCKED_CONCATS))
     attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
     blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
     assert blocked == {"stem", "a", "b", "p", "cat", "c", "d", "q", "cat2", "e", "f", "cat3"}
     # a concatenation and its inputs share one halo: the widest padding among the readers of any of them
     assert {n for n in blocked if attrs[n].get("halo") == (1, 1, 1, 1)} == {
         "stem", "a", "b", "p", "cat", "c", "d", "q", "cat2"}
-    check_snapshot("layout_concats.txt", before + "--- after layout ---\n" + graph.dump())
-    assert layout.run(graph, PassContext()) is False
+    _check_layout_snapshot("layout_concats.txt", graph, before)
 
 
 def test_layout_blocked_concatenations_compute_the_same_function(write_spec):
@@ -549,19 +552,14 @@ network dense_block() {
 
 
 def test_layout_blocks_batchnorms_and_average_pools(write_spec):
-    from cnnc.passes import layout
-    graph = compile_spec(write_spec(DENSE_BLOCKS), disabled=("layout",)).graph
-    before = graph.dump()
-    assert layout.run(graph, PassContext()) is True
-    verify.run(graph, "layout")
+    graph, before = _layout_applied(write_spec(DENSE_BLOCKS))
     ops = {n: graph.node(n)["op"] for n in graph.op_nodes()}
     blocked = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("layout") == "c16"}
     assert {n for n in blocked if ops[n] == "batchnorm"} == {"batchnorm#1", "batchnorm#2", "batchnorm#3"}
     assert {n for n in blocked if ops[n] == "avgpool"} == {"tp"} and "q" not in blocked
     assert not {"tc", "batchnorm#4", "batchnorm#5", "k"} & blocked
     assert all(graph.node(n)["attrs"].get("halo") is None for n in blocked if ops[n] in ("batchnorm", "avgpool"))
-    check_snapshot("layout_dense_blocks.txt", before + "--- after layout ---\n" + graph.dump())
-    assert layout.run(graph, PassContext()) is False
+    _check_layout_snapshot("layout_dense_blocks.txt", graph, before)
 
 
 def test_layout_blocked_batchnorms_and_pools_compute_the_same_function(write_spec):
