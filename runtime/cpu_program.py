@@ -21,7 +21,7 @@ from .cpu import c16 as _c16
 from .cpu._fpenv import DenormalsFlushed, flush_denormals_in_workers
 from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
-from .cpu.ops import ConvPlan, ConvTransposePlan, concat_into
+from .cpu.ops import ConvPlan, ConvTransposeC16, ConvTransposePlan, concat_into
 from .executor import PlanError
 from .memory import (VIEW_OPS, MemoryLimitError, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner,
                      storage_shape, tensor_halos, workspace_key)
@@ -176,7 +176,8 @@ class CpuProgram:
     def _strided_kernels_for(self, slices: dict) -> bool:
         """Whether every step that reads or writes one of these (channel-blocked) slices has a kernel taking a
         sample stride: dense convolutions without a residual, max and average pools, batchnorms, global
-        average pools and concatenations (the depthwise and channel-multiply kernels have none)."""
+        average pools, concatenations, transposed convolutions and upsamples (the depthwise and
+        channel-multiply kernels have none)."""
         sliced = set(slices) | {buf for buf, _ in slices.values()}
         for step in self.plan["steps"]:
             if not sliced & {*step["inputs"], step["output"]}:
@@ -184,7 +185,8 @@ class CpuProgram:
             a, op = step["attrs"], step["op"]
             if op == "conv" and (a.get("groups", 1) != 1 or a.get("residual")):
                 return False
-            if op not in ("conv", "maxpool", "avgpool", "batchnorm", "affine", "global_avgpool", "concat"):
+            if op not in ("conv", "maxpool", "avgpool", "batchnorm", "affine", "global_avgpool", "concat",
+                          "conv_transpose", "upsample"):
                 return False
         return True
 
@@ -214,10 +216,21 @@ class CpuProgram:
             if a.get("residual"):
                 return lambda xs, out, scratch: conv.run(xs[0], out, xs[1], scratch)
             return lambda xs, out, scratch: conv.run(xs[0], out, None, scratch)
+        if op == "conv_transpose" and out_c16:
+            return self._bind_c16_conv_transpose(step, weight, bias, act, in_c16)
+        if op == "upsample" and (in_c16 or out_c16):
+            return self._bind_c16_upsample(step, in_c16, out_c16)
         if op == "conv_transpose":
             convt = ConvTransposePlan(weight, bias, a["stride"], a["pads"], a["output_padding"],
                                       a["dilation"], a["groups"], *act)
             self._scratch_shapes[step["output"]] = (convt.gemm, self.shapes[step["inputs"][0]])
+            if in_c16:  # into the plain layout (the network's output, or for a plain consumer)
+                if a["groups"] != 1:
+                    raise PlanError(f"step {step['name']}: a transposed convolution reading the channel-blocked "
+                                    "layout needs groups == 1")
+                run = convt.c16_input_runner(self.shapes[step["inputs"][0]],
+                                             self.halos.get(step["inputs"][0], (0, 0, 0, 0)))
+                return lambda xs, out, cols: run(xs[0].flat, cols, out, len(out), xs[0].step)
             return lambda xs, out, scratch: convt.run(xs[0], out, scratch)
         if op == "maxpool" and (in_c16 or out_c16):
             return self._bind_c16_maxpool(step, in_c16, out_c16)
@@ -401,6 +414,43 @@ class CpuProgram:
             if haloed:
                 _c16.zero_halo_c16_kernel(out.flat, n, cb, out.step, ohs, ows, ot, ol, ob, orr)
         return run_maxpool
+
+    def _bind_c16_conv_transpose(self, step, weight, bias, act, in_c16: bool):
+        """A transposed convolution (groups == 1) into the channel-blocked layout, from either layout; its
+        output may lie inside a halo or be a run of blocks of a concatenation (``ops.ConvTransposeC16``)."""
+        a = step["attrs"]
+        src, dst = step["inputs"][0], step["output"]
+        if a["groups"] != 1:
+            raise PlanError(f"step {step['name']}: a channel-blocked transposed convolution needs groups == 1")
+        convt = ConvTransposeC16(weight, bias, a["stride"], a["pads"], a["output_padding"], a["dilation"], 1, *act)
+        self._scratch_shapes[dst] = (convt.gemm, self.shapes[src])
+        run = convt.c16_runner(self.shapes[src], in_c16, self.halos.get(src, (0, 0, 0, 0)),
+                               self.halos.get(dst, (0, 0, 0, 0)))
+
+        def run_conv_transpose(xs, out, cols):
+            x, x_step = (xs[0].flat, xs[0].step) if in_c16 else (xs[0].reshape(-1), 0)
+            run(x, cols.reshape(-1), out.flat, len(out.view), x_step, out.step)
+        return run_conv_transpose
+
+    def _bind_c16_upsample(self, step, in_c16: bool, out_c16: bool):
+        """Nearest upsampling of a channel-blocked tensor into a channel-blocked one, each inside its halo."""
+        if not (in_c16 and out_c16):  # the layout pass blocks an upsample's input and output together
+            raise PlanError(f"step {step['name']}: upsampling between the plain and channel-blocked layouts")
+        fh, fw = step["attrs"]["scale"]
+        c, h, w = self.shapes[step["inputs"][0]]
+        _, oh, ow = self.shapes[step["output"]]
+        it, il, ib, ir = self.halos.get(step["inputs"][0], (0, 0, 0, 0))
+        ot, ol, ob, orr = self.halos.get(step["output"], (0, 0, 0, 0))
+        cb = _c16.blocks(c)
+        hs, ws, ohs, ows = h + it + ib, w + il + ir, oh + ot + ob, ow + ol + orr
+
+        def run_upsample(xs, out, s):
+            n = len(out.view)
+            _c16.upsample_c16_kernel(xs[0].flat, cb, hs, ws, it, il, h, w, fh, fw, out.flat, ohs, ows, ot, ol, n,
+                                     xs[0].step, out.step)
+            if ot or ol or ob or orr:
+                _c16.zero_halo_c16_kernel(out.flat, n, cb, out.step, ohs, ows, ot, ol, ob, orr)
+        return run_upsample
 
     def _bind_c16_pointwise(self, step, p: dict, act, in_c16: bool, out_c16: bool):
         """An average pool or a batchnorm (affine) from the channel-blocked layout into it, without halos."""

@@ -566,6 +566,46 @@ def test_layout_blocked_batchnorms_and_pools_compute_the_same_function(write_spe
     _assert_layout_keeps_values(write_spec(DENSE_BLOCKS), (3, 20, 20))
 
 
+UP_AND_DOWN = """\
+network up_and_down() {
+    input x: (N, 3, 12, 12)
+    a = conv(x, 32, 3, padding=1) -> relu()             # blocked, halo 1: a run of cat's blocks
+    p = maxpool(a, 2, stride=2)                          # blocked with its input, halo 1 (b's padding)
+    b = conv(p, 32, 3, padding=1) -> relu()
+    u = conv_transpose(b, 32, 2, stride=2)               # blocked from blocked: cat's other blocks
+    cat = concat(a, u)                                   # blocked, halo 1 (c's padding)
+    c = conv(cat, 16, 3, padding=1) -> relu()
+    s = upsample(c, 2)                                   # blocked with its input, halo 1 (e's padding)
+    e = conv(s, 16, 3, padding=1)                        # blocked: only a transposed convolution reads it
+    g = conv_transpose(e, 3, 4, stride=2, padding=1) -> tanh()   # from blocked into plain: an output
+    h = conv(b, 32, 1)                                   # plain: a grouped transposed convolution reads it
+    k = conv_transpose(h, 16, 2, stride=2, groups=2)     # plain: groups
+    v = upsample(k, 2)                                   # plain: its input is
+    m = conv(p, 16, 1)                                   # plain: an upsample read by an add reads it
+    w = upsample(m, 4)                                   # plain: an add reads it
+    z = add(v, w)
+    output y = g, z
+}
+"""
+
+
+def test_layout_blocks_transposed_convolutions_and_upsamples(write_spec):
+    graph, before = _layout_applied(write_spec(UP_AND_DOWN))
+    attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
+    blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
+    # a, b and c (their ReLUs fused) are conv#1, conv#2 and conv#3; g's transposed convolution is plain
+    assert blocked == {"conv#1", "p", "conv#2", "u", "cat", "conv#3", "s", "e"}
+    assert attrs["conv_transpose#1"]["act"] == ("tanh", ())
+    assert {n for n in blocked if attrs[n].get("halo") == (1, 1, 1, 1)} == {"conv#1", "p", "u", "cat", "s"}
+    _check_layout_snapshot("layout_up_and_down.txt", graph, before)
+
+
+def test_layout_blocked_transposed_convolutions_and_upsamples_compute_the_same_function(write_spec):
+    """Blocked transposed convolutions (from either layout, into a concatenation's run of blocks or into the
+    plain layout) and upsamples inside halos on the CPU agree with the reference target, batch 1 and 3."""
+    _assert_layout_keeps_values(write_spec(UP_AND_DOWN), (3, 12, 12))
+
+
 def test_layout_keeps_winograd_convolutions_plain():
     """VGG-16's convolutions that the CPU target computes with Winograd read and write the plain layout; its
     other convolutions form blocked chains."""

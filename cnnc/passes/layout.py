@@ -24,7 +24,9 @@ and its consumers read it without reorders, when a convolution's output T is rea
     target computes with Winograd (``runtime/winograd_plan.applies``), whose input and output stay plain;
   - dense convolutions as the residual they add, whose own output is then blocked too, in the same halo
     (the kernel reads the residual where it stores the output, often in the same buffer);
-  - max pools, whose output is then blocked too (a max pool's input and output are blocked together);
+  - max pools and nearest upsamples, whose output is then blocked too (their input and output are blocked
+    together, each inside its own halo);
+  - transposed convolutions (groups == 1), as their input: they read either layout;
   - average pools and batchnorms (or per-channel affine maps), with their fused activation, blocked
     together with their input the same way, where neither needs a halo (DenseNet's BN-ReLU before each
     bottleneck and transition, the transitions' pools);
@@ -36,7 +38,10 @@ and its consumers read it without reorders, when a convolution's output T is rea
 but not by the expansion convolution of a depthwise chain: MobileNet-V2's and EfficientNet-B0's trunks
 between the chains stay plain (blocked, the projections gained what the expansions, then reading the
 blocked layout, lost: both networks ran 5-15% slower in alternating runs).
-The output of a pool, batchnorm or concatenation is blocked under the same rule. The candidates are
+The output of a pool, upsample, batchnorm or concatenation is blocked under the same rule, and so is a
+transposed convolution's (groups == 1): a 1x1 convolution writing blocked per-tap products, then a gather
+into place (U-Net's upsampling writes its run of the concatenation's blocks; DCGAN's generator is blocked up
+to its last layer, which reads the blocked layout and writes the plain one). The candidates are
 narrowed to a fixed point (a tensor leaves when a consumer it depends on does). T's `halo` is the widest
 padding of each side among its convolution consumers, so that each reads its padding in place (one with
 less padding starts further inside the halo), widened to match across residual pairs and concatenations.
@@ -54,7 +59,7 @@ C16 = "c16"
 
 # Ops whose output is blocked together with their input (kernels for the blocked layout in and out only),
 # and those of them whose kernels read and write no halo.
-_BLOCKED_WITH_INPUT = frozenset({"maxpool", "avgpool", "batchnorm", "affine"})
+_BLOCKED_WITH_INPUT = frozenset({"maxpool", "avgpool", "batchnorm", "affine", "upsample"})
 _NO_HALO = frozenset({"avgpool", "batchnorm", "affine"})
 
 
@@ -135,6 +140,8 @@ def _dense_chains(graph) -> bool:
             return "conv"
         if d["op"] in _BLOCKED_WITH_INPUT:
             return d["op"]
+        if d["op"] == "conv_transpose" and d["attrs"].get("groups", 1) == 1:
+            return "conv_transpose"
         ins = d["inputs"]
         if (d["op"] == "concat" and d["attrs"]["axis"] == 1 and len(set(ins)) == len(ins)
                 and all(graph.node(t)["shape"][0] % 16 == 0 for t in ins)):
@@ -157,6 +164,9 @@ def _dense_chains(graph) -> bool:
                     return False
             elif d["op"] in _BLOCKED_WITH_INPUT or d["op"] == "concat":
                 if not is_blocked(u):
+                    return False
+            elif d["op"] == "conv_transpose":
+                if d["attrs"].get("groups", 1) != 1:
                     return False
             elif d["op"] != "global_avgpool":
                 return False

@@ -419,3 +419,69 @@ def avg_pool_c16_kernel(x, CB, H, W, KH, KW, sh, sw, pt, pl, pb, pr, count_inclu
                 d = np.float32(hdiv) * np.float32(wdiv)
                 for c in range(C16):
                     out[U(o + c)] = out[U(o + c)] / d
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def upsample_c16_kernel(x, CB, HS, WS, it, il, H, W, fh, fw, out, OHS, OWS, ot, ol, N, XS, OS):
+    """Nearest-neighbour upsampling by integer factors of a channel-blocked tensor into one: output pixel
+    (oh, ow) is input pixel (oh // fh, ow // fw), 16 lanes at a time. ``x`` flat (N, CB, HS, WS, 16) with the
+    H x W image at (``it``, ``il``) inside its halo; ``out`` flat (N, CB, OHS, OWS, 16) with the (H * fh) x
+    (W * fw) result at (``ot``, ``ol``) (its halo is left to ``zero_halo_c16_kernel``); sample n of ``x`` from
+    ``n * XS``, of ``out`` from ``n * OS`` (as ``max_pool_c16_kernel``). One input row per work item: it writes
+    its first output row, then copies that row fh - 1 times."""
+    row = W * fw * C16
+    for item in prange(N * CB * H):
+        ih = item % H
+        plane = item // H  # n * CB + cb
+        n, cb = plane // CB, plane % CB
+        src = n * XS + ((cb * HS + ih + it) * WS + il) * C16
+        dst = n * OS + ((cb * OHS + ih * fh + ot) * OWS + ol) * C16
+        for iw in range(W):
+            for k in range(fw):
+                o = dst + (iw * fw + k) * C16
+                for c in range(C16):
+                    out[U(o + c)] = x[U(src + iw * C16 + c)]
+        for r in range(1, fh):
+            d = dst + r * OWS * C16
+            for q in range(row):
+                out[U(d + q)] = out[U(dst + q)]
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def col2im_c16_kernel(cols, H, W, bias, KH, KW, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out, OCB, OH, OW, OHS,
+                      OWS, ot, ol, N, OS):
+    """Second half of a channel-blocked transposed convolution (``ops.ConvTransposeC16``): add each tap's
+    products into place, per output row.
+
+    ``cols`` flat (N, KH * KW * OCB, H, W, 16), from the 1x1 convolution: block ``(kh * KW + kw) * OCB + ob``
+    holds tap (kh, kw)'s products for output block ob at every input pixel. Input pixel (ih, iw) and tap
+    (kh, kw) land on output (ih * sh + kh * dh - pt, iw * sw + kw * dw - pl). ``out`` flat (N, OCB, OHS, OWS,
+    16), the OH x OW result at (``ot``, ``ol``) inside its halo (left to ``zero_halo_c16_kernel``), sample n
+    from ``n * OS``; ``bias`` (OCB * 16,), zero in the padding lanes, then the fused activation. One output row
+    of one block per work item gathers from the taps that reach it, so no two items write the same element."""
+    KK = KH * KW
+    plane_floats = H * W * C16
+    for item in prange(N * OCB * OH):
+        oh = item % OH
+        plane = item // OH  # n * OCB + ob
+        n, ob = plane // OCB, plane % OCB
+        o0 = n * OS + ((ob * OHS + oh + ot) * OWS + ol) * C16
+        for ow in range(OW):
+            for c in range(C16):
+                out[U(o0 + ow * C16 + c)] = bias[ob * C16 + c]
+        for kh in range(KH):
+            r = oh + pt - kh * dh  # = ih * sh for the input row this tap brings here
+            if r < 0 or r % sh != 0 or r // sh >= H:
+                continue
+            for kw in range(KW):
+                shift = kw * dw - pl  # ow = iw * sw + shift
+                lo = 0 if shift >= 0 else (-shift + sw - 1) // sw
+                hi = min(W, (OW - shift + sw - 1) // sw) if OW > shift else 0
+                src = ((n * KK + kh * KW + kw) * OCB + ob) * plane_floats + (r // sh) * W * C16
+                for iw in range(lo, hi):
+                    o = o0 + (iw * sw + shift) * C16
+                    s = src + iw * C16
+                    for c in range(C16):
+                        out[U(o + c)] += cols[U(s + c)]
+        if act != 0:
+            act_range(out, o0, OW * C16, act, act_a, act_b)

@@ -19,6 +19,7 @@ from .._args import pads4 as _pads4
 from .._args import pair as _pair
 
 from .. import winograd_plan as _wino_plan
+from . import c16 as _c16
 from . import conv as _conv
 from . import winograd as _wino
 from . import eltwise as _elt
@@ -39,6 +40,7 @@ from ._act import (
 
 __all__ = [
     "ConvPlan",
+    "ConvTransposeC16",
     "ConvTransposePlan",
     "adaptive_avg_pool2d",
     "adaptive_max_pool2d",
@@ -346,7 +348,10 @@ class ConvTransposePlan:
         self.dilation = _pair(dilation)
         self.bias = _bias(bias, self.cout)
         self.act = (int(act), float(act_a), float(act_b))
-        self.gemm = ConvPlan(_conv.transpose_as_pointwise_weight(weight, self.groups), None, 1, 0, 1, self.groups)
+        self.gemm = ConvPlan(self._pointwise_weight(weight), None, 1, 0, 1, self.groups)
+
+    def _pointwise_weight(self, weight):
+        return _conv.transpose_as_pointwise_weight(weight, self.groups)
 
     def out_shape(self, x_shape):
         n, c, h, w = x_shape
@@ -360,6 +365,22 @@ class ConvTransposePlan:
             raise ValueError("conv_transpose2d: empty output")
         return (n, self.cout, oh, ow)
 
+    def c16_input_runner(self, x_shape, in_halo=(0, 0, 0, 0)):
+        """For a channel-blocked input of per-sample shape ``x_shape`` (C, H, W) inside ``in_halo`` and a plain
+        output (groups == 1): a callable ``(x, cols, out, n, x_step=0)`` (``x`` flat; ``cols`` the
+        ``gemm.out_shape`` scratch and ``out`` (N, COUT, OH, OW)); the 1x1 convolution reads the blocked layout
+        and writes plain ``cols``."""
+        if self.groups != 1:
+            raise ValueError("a transposed convolution reading the channel-blocked layout needs groups == 1")
+        self.gemm.prepare((1, *x_shape), layouts=(True, False))
+        gemm = self.gemm.c16_runner(x_shape, True, False, False, (0, 0, 0, 0), in_halo)
+        tail = (self.bias, self.kh, self.kw, *self.stride, *self.pads[:2], *self.dilation, *self.act)
+
+        def run(x, cols, out, n, x_step=0):
+            gemm(x, cols.reshape(-1), None, n, x_step, 0)
+            _conv.col2im_kernel(cols, *tail, out)
+        return run
+
     def run(self, x, out, cols=None):
         """``cols`` (N, COUT*KH*KW, H, W) is scratch; allocated when not given."""
         if cols is None:
@@ -369,6 +390,52 @@ class ConvTransposePlan:
         pt, pl = self.pads[:2]
         _conv.col2im_kernel(cols, self.bias, self.kh, self.kw, sh, sw, pt, pl, dh, dw, *self.act, out)
         return out
+
+
+class ConvTransposeC16(ConvTransposePlan):
+    """A transposed convolution (groups == 1) writing the channel-blocked layout, from either layout.
+
+    The same lowering as ``ConvTransposePlan``, with the 1x1 convolution's output channels ordered tap-major
+    and each tap's channels padded to whole blocks (channel ``(kh * KW + kw) * OCB * 16 + oc``), so that it
+    writes channel-blocked ``cols`` with the blocked kernel (reading a blocked input inside its halo, or a
+    plain one); ``c16.col2im_c16_kernel`` then gathers each output row's taps, adds the bias and applies the
+    activation, into an output that may lie inside a halo or be a run of blocks of a larger tensor."""
+
+    def __init__(self, weight, bias, stride, pads, output_padding, dilation, groups, act=ACT_NONE, act_a=0.0,
+                 act_b=0.0):
+        if int(groups) != 1:
+            raise ValueError("a channel-blocked transposed convolution needs groups == 1")
+        super().__init__(weight, bias, stride, pads, output_padding, dilation, groups, act, act_a, act_b)
+        self.bias16 = np.zeros(_c16.blocks(self.cout) * _c16.C16, np.float32)
+        self.bias16[: self.cout] = self.bias
+
+    def _pointwise_weight(self, weight):
+        cin, cout, kh, kw = weight.shape
+        w = np.zeros((kh, kw, _c16.blocks(cout) * _c16.C16, cin), np.float32)
+        w[:, :, :cout] = weight.transpose(2, 3, 1, 0)
+        return w.reshape(-1, cin, 1, 1)
+
+    def c16_runner(self, x_shape, in_c16: bool, in_halo=(0, 0, 0, 0), halo=(0, 0, 0, 0)):
+        """For inputs of per-sample shape ``x_shape`` (C, H, W): a callable ``(x, cols, out, n, x_step=0,
+        out_step=0)`` on flat arrays (``cols``: the ``gemm.out_shape`` scratch; steps as
+        ``ConvPlan.c16_runner``'s). A blocked input lies inside ``in_halo``; the output inside ``halo``, which
+        is zeroed."""
+        c, h, w = x_shape
+        _, _, oh, ow = self.out_shape((1, *x_shape))
+        self.gemm.prepare((1, *x_shape), layouts=(in_c16, True))
+        gemm = self.gemm.c16_runner(x_shape, in_c16, True, False, (0, 0, 0, 0), in_halo)
+        ocb = _c16.blocks(self.cout)
+        ht, hl, hb, hr = (int(v) for v in halo)
+        ohs, ows = oh + ht + hb, ow + hl + hr
+        head = (h, w, self.bias16, self.kh, self.kw, *self.stride, *self.pads[:2], *self.dilation, *self.act)
+
+        def run(x, cols, out, n, x_step=0, out_step=0):
+            gemm(x, cols, None, n, x_step, 0)
+            step = out_step or ocb * ohs * ows * _c16.C16
+            _c16.col2im_c16_kernel(cols, *head, out, ocb, oh, ow, ohs, ows, ht, hl, n, step)
+            if ht or hl or hb or hr:
+                _c16.zero_halo_c16_kernel(out, n, ocb, step, ohs, ows, ht, hl, hb, hr)
+        return run
 
 
 def conv_transpose2d(

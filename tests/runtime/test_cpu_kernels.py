@@ -1155,3 +1155,82 @@ def test_c16_kernels_on_channel_slices_of_larger_tensors():
     cpu_c16.global_avg_pool_c16_kernel(xflat, c, h * w, pooled.reshape(-1), n, xs)
     assert_close(pooled.reshape(n, c, 1, 1), ort_run("GlobalAveragePool", {"x": x}))
     assert np.isnan(xbig[:, :2]).all() and np.isnan(xbig[:, 4:]).all()
+
+
+CONVT_C16_CASES = [
+    pytest.param(1, 32, 4, 4, 16, (2, 2), (2, 2), (0, 0, 0, 0), (0, 0), (1, 1), id="unet-2x2-s2"),
+    pytest.param(2, 20, 4, 5, 24, (4, 4), (2, 2), (1, 1, 1, 1), (0, 0), (1, 1), id="dcgan-4x4-s2-p1-partial-blocks"),
+    pytest.param(1, 16, 3, 4, 5, (3, 3), (2, 2), (1, 0, 2, 1), (1, 1), (1, 1), id="asym-pads-outpad"),
+    pytest.param(1, 8, 4, 3, 17, (3, 2), (3, 2), (0, 1, 0, 1), (2, 1), (2, 1), id="dilation-stride-gt-kernel"),
+    pytest.param(3, 16, 1, 1, 32, (4, 4), (1, 1), (0, 0, 0, 0), (0, 0), (1, 1), id="1x1-input"),
+]
+
+
+def _ort_conv_transpose(x, wt, b, k, stride, pads, opad, dil, act):
+    return ort_run("ConvTranspose", {"x": x, "w": wt, "b": b}, kernel_shape=list(k), strides=list(stride),
+                   pads=onnx_pads(pads), output_padding=list(opad), dilations=list(dil),
+                   extra_nodes=[helper.make_node(act, ["y0"], ["a"])])
+
+
+@pytest.mark.parametrize("n,cin,h,w,cout,k,stride,pads,opad,dil", CONVT_C16_CASES)
+@pytest.mark.parametrize("source", ["plain", "blocked", "blocked-in-halo"])
+def test_conv_transpose_into_the_blocked_layout(n, cin, h, w, cout, k, stride, pads, opad, dil, source):
+    """A transposed convolution with ReLU into the channel-blocked layout (U-Net's upsampling into its
+    concatenation), from a plain input or a blocked one (inside a halo it must not read: NaN): the output is a run of
+    blocks of a larger tensor full of NaN, stored inside a zero halo; ONNX Runtime's values, the halo zero and
+    the blocks around the run not written."""
+    from cnnc.runtime.cpu._act import ACTIVATIONS
+    x, wt, b = rand(n, cin, h, w), rand(cin, cout, *k, scale=0.5), rand(cout)
+    ref = _ort_conv_transpose(x, wt, b, k, stride, pads, opad, dil, "Relu")
+    plan = cpu.ConvTransposeC16(wt, b, stride, pads, opad, dil, 1, ACTIVATIONS["relu"])
+    in_halo = (1, 2, 0, 1) if source == "blocked-in-halo" else (0, 0, 0, 0)
+    halo = (1, 1, 2, 1)
+    run = plan.c16_runner((cin, h, w), source != "plain", in_halo, halo)
+    xin = x.reshape(-1) if source == "plain" else _haloed(cpu_c16.to_c16(x), in_halo, np.nan).reshape(-1)
+    _, _, oh, ow = ref.shape
+    stored = np.full((n, cpu_c16.blocks(cout), oh + 3, ow + 2, 16), np.nan, np.float32)
+    big, flat, step = _in_larger(stored, 1, 1)
+    cols = np.full(plan.gemm.out_shape(x.shape), np.nan, np.float32)
+    run(xin, cols.reshape(-1), flat, n, 0, step)
+    run_blocks = big[:, 1:-1]
+    assert np.isnan(big[:, 0]).all() and np.isnan(big[:, -1]).all()
+    assert (run_blocks[:, :, :1] == 0).all() and (run_blocks[:, :, -2:] == 0).all()
+    assert (run_blocks[:, :, :, :1] == 0).all() and (run_blocks[:, :, :, -1:] == 0).all()
+    assert_close(cpu_c16.from_c16(np.ascontiguousarray(run_blocks[:, :, 1:-2, 1:-1]), cout), ref)
+
+
+@pytest.mark.parametrize("n,cin,h,w,cout,k,stride,pads,opad,dil", CONVT_C16_CASES)
+def test_conv_transpose_from_the_blocked_layout_into_the_plain_one(n, cin, h, w, cout, k, stride, pads, opad, dil):
+    """A transposed convolution with tanh reading a blocked input inside a halo (NaN: not read) and writing the
+    plain layout (DCGAN's last layer): ONNX Runtime's values."""
+    from cnnc.runtime.cpu._act import ACTIVATIONS
+    x, wt, b = rand(n, cin, h, w), rand(cin, cout, *k, scale=0.5), rand(cout)
+    ref = _ort_conv_transpose(x, wt, b, k, stride, pads, opad, dil, "Tanh")
+    plan = cpu.ConvTransposePlan(wt, b, stride, pads, opad, dil, 1, ACTIVATIONS["tanh"])
+    in_halo = (2, 1, 1, 0)
+    run = plan.c16_input_runner((cin, h, w), in_halo)
+    out = np.full(ref.shape, np.nan, np.float32)
+    run(_haloed(cpu_c16.to_c16(x), in_halo, np.nan).reshape(-1), np.empty(plan.gemm.out_shape(x.shape), np.float32), out, n)
+    assert_close(out, ref)
+
+
+@pytest.mark.parametrize("shape,scale", [((2, 32, 3, 4), (2, 2)), ((1, 20, 2, 5), (3, 1)), ((3, 16, 1, 1), (2, 3))])
+def test_upsample_c16(shape, scale):
+    """Nearest upsampling between blocked tensors, the input inside a halo and a run of blocks of a larger
+    tensor, the output inside a zero halo and a run of blocks of another: ONNX Runtime's Resize (nearest,
+    floor), and nothing around either run read or written."""
+    n, c, h, w = shape
+    x = rand(*shape)
+    ref = ort_run("Resize", {"x": x, "roi": None, "scales": np.array([1.0, 1.0, *scale], np.float32)},
+                  mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    in_halo, halo = (1, 0, 2, 1), (1, 2, 1, 1)
+    xbig, xflat, xs = _in_larger(_haloed(cpu_c16.to_c16(x), in_halo, fill=np.nan), 2, 1)
+    _, _, oh, ow = ref.shape
+    cb = cpu_c16.blocks(c)
+    big, flat, step = _in_larger(np.full((n, cb, oh + 2, ow + 3, 16), np.nan, np.float32), 1, 2)
+    cpu_c16.upsample_c16_kernel(xflat, cb, h + 3, w + 1, 1, 0, h, w, *scale, flat, oh + 2, ow + 3, 1, 2, n, xs, step)
+    cpu_c16.zero_halo_c16_kernel(flat, n, cb, step, oh + 2, ow + 3, *halo)
+    assert np.isnan(big[:, :1]).all() and np.isnan(big[:, 1 + cb:]).all()
+    run_blocks = big[:, 1:1 + cb]
+    assert (run_blocks[:, :, 0] == 0).all() and (run_blocks[:, :, -1] == 0).all() and (run_blocks[:, :, :, :2] == 0).all()
+    assert_close(cpu_c16.from_c16(np.ascontiguousarray(run_blocks[:, :, 1:-1, 2:-1]), c), ref)
