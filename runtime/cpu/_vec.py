@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
 __all__ = ["add16_store", "add16_clamp_store", "add16_res_clamp_store", "clamp16_store", "clamp16_res_store",
-           "max16_store", "max3_16_store", "store_tile_planes"]
+           "max16_store", "max2x2_16_store", "max3_16_store", "store_tile_planes"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -109,6 +109,30 @@ def max3_16_store(typingctx, dst, di, a, i0, i1, i2):
         return context.get_dummy_value()
 
     return types.none(dst, di, a, i0, i1, i2), codegen
+
+
+@intrinsic
+def max2x2_16_store(typingctx, dst, di, a, i00, i10, i01, i11):
+    """dst[di:di+16] = the maximum of a 2x2 window's vectors, in registers: each column's maximum of its two
+    rows (a[i00:], a[i10:]; a[i01:], a[i11:]), then of the two columns -- the order of ``max_rows_into``
+    followed by ``max16_store``, so NaNs go the same way."""
+    if not _typed((dst, a), (di, i00, i10, i01, i11), ()):
+        return None
+
+    def codegen(context, builder, signature, args):
+        def load(k):
+            index = context.cast(builder, args[k], signature.args[k], types.intp)
+            return builder.load(_vec_ptr(context, builder, signature.args[2], args[2], index), align=4)
+
+        columns = []
+        for top, bottom in ((3, 4), (5, 6)):
+            m, v = load(top), load(bottom)
+            columns.append(builder.select(builder.fcmp_ordered(">", v, m), v, m))
+        m, v = columns
+        _store16(context, builder, signature, args, builder.select(builder.fcmp_ordered(">", v, m), v, m))
+        return context.get_dummy_value()
+
+    return types.none(dst, di, a, i00, i10, i01, i11), codegen
 
 
 @intrinsic

@@ -25,7 +25,7 @@ from ._act import ACT_NONE, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
 from .isa import VECTOR_UNIT
 from .pool import inside_taps, max_rows_into
-from ._vec import max16_store, max3_16_store
+from ._vec import max16_store, max2x2_16_store, max3_16_store
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 C16 = 16
@@ -314,6 +314,9 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
     items = N * CB * OH
     nchunk = min(items, MAX_POOL_CHUNKS)
     rows = np.empty((nchunk, W * C16), np.float32)
+    # 2x2 windows all inside the image's columns (YOLO's and U-Net's pools): each output vector straight from
+    # its four input vectors, without the row maximum in memory
+    two_by_two = KH == 2 and KW == 2 and pl == 0 and (OW - 1) * sw + dw < W
     for chunk in prange(nchunk):
         vm = rows[chunk]
         for item in range(chunk * items // nchunk, (chunk + 1) * items // nchunk):
@@ -324,6 +327,14 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
             ob = n * OS + (cb * OHS * OWS + (oh + ot) * OWS + ol) * C16
             ih0 = oh * sh - pt
             kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
+            if two_by_two and kh_lo == 0 and kh_hi == 2:
+                top = xb + ((ih0 + it) * WS + il) * C16
+                bottom = top + dh * WS * C16
+                right = dw * C16
+                for ow in range(OW):
+                    f = ow * sw * C16
+                    max2x2_16_store(out, ob + ow * C16, x, top + f, bottom + f, top + f + right, bottom + f + right)
+                continue
             if kh_hi <= kh_lo:
                 for q in range(OW * C16):
                     out[U(ob + q)] = ninf

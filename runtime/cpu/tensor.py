@@ -196,6 +196,9 @@ def dense_kernel(x, w, bias, act, act_a, act_b, out):
         act_range(out.reshape(-1), 0, out.size, act, act_a, act_b)
 
 
+YOLO_PIXELS = 64  # pixels per work item of the YOLO decoder
+
+
 @numba.njit(cache=True, error_model="numpy", parallel=True)
 def yolo_decode_kernel(x, anchors, img_h, img_w, out):
     """Decode a YOLO head x (N, A*D, H, W) into out (N, A*H*W, D), rows in (anchor, row, col) order.
@@ -203,6 +206,10 @@ def yolo_decode_kernel(x, anchors, img_h, img_w, out):
     bx = (sigmoid(tx) + col) * img_w / W, by = (sigmoid(ty) + row) * img_h / H,
     bw = exp(tw) * anchor_w, bh = exp(th) * anchor_h, objectness and classes = sigmoid.
     anchors: (A, 2) float32 (w, h) in pixels.
+    A work item is a run of YOLO_PIXELS pixels of one anchor: the sigmoids and exps run along each channel's
+    contiguous plane into a (D, pixels) tile, which is then written out transposed, pixel by pixel (computed
+    in the output's order, each value was a strided read and a scalar sigmoid). Runs balance the threads
+    (anchors alone are 3 work items).
     """
     N, CH, H, W = x.shape
     A = anchors.shape[0]
@@ -212,20 +219,33 @@ def yolo_decode_kernel(x, anchors, img_h, img_w, out):
     of = out.reshape(-1)
     sx = np.float32(img_w / W)
     sy = np.float32(img_h / H)
-    for na in prange(N * A):
+    runs = (HW + YOLO_PIXELS - 1) // YOLO_PIXELS
+    for item in prange(N * A * runs):
+        na = item // runs
+        p0 = (item - na * runs) * YOLO_PIXELS
+        m = min(HW - p0, YOLO_PIXELS)
         n = na // A
         a = na - n * A
+        src = (n * CH + a * D) * HW + p0  # this anchor's channels, from pixel p0
+        tile = np.empty((D, YOLO_PIXELS), np.float32)
+        for d in range(D):
+            s = src + d * HW
+            if d == 2 or d == 3:
+                for j in range(m):
+                    tile[d, j] = np.float32(math.exp(xf[U(s + j)]))
+            else:
+                for j in range(m):
+                    tile[d, j] = sigmoid_f32(xf[U(s + j)])
         aw = anchors[a, 0]
         ah = anchors[a, 1]
-        src = (n * CH + a * D) * HW  # channel block of this anchor
-        dst = (n * A + a) * HW * D
-        for p in range(HW):
+        for j in range(m):
+            p = p0 + j
             row = p // W
             col = p - row * W
-            o = dst + p * D
-            of[U(o)] = (sigmoid_f32(xf[U(src + p)]) + np.float32(col)) * sx
-            of[U(o + 1)] = (sigmoid_f32(xf[U(src + HW + p)]) + np.float32(row)) * sy
-            of[U(o + 2)] = np.float32(math.exp(xf[U(src + 2 * HW + p)])) * aw
-            of[U(o + 3)] = np.float32(math.exp(xf[U(src + 3 * HW + p)])) * ah
+            o = (na * HW + p) * D
+            of[U(o)] = (tile[0, j] + np.float32(col)) * sx
+            of[U(o + 1)] = (tile[1, j] + np.float32(row)) * sy
+            of[U(o + 2)] = tile[2, j] * aw
+            of[U(o + 3)] = tile[3, j] * ah
             for d in range(4, D):
-                of[U(o + d)] = sigmoid_f32(xf[U(src + d * HW + p)])
+                of[U(o + d)] = tile[d, j]

@@ -713,6 +713,7 @@ def test_identity_flatten_reshape_dropout():
         (1, 3, 4, 2, [(10.0, 14.0), (23.0, 27.0)], (96, 128)),
         (2, 2, 2, 0, [(5.0, 7.0)], (64, 64)),
         (1, 5, 3, 3, [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)], (416, 416)),
+        (2, 9, 15, 4, [(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)], (288, 480)),  # 135 pixels: runs of 64, one partial
     ],
 )
 def test_yolo_decode(n, h, w, classes, anchors, image_size):
@@ -1071,6 +1072,10 @@ def test_conv2d_blocked_input_rejects_padding_wider_than_its_halo():
         ((1, 16, 10, 11), 2, 2, (0, 0, 0, 0), 1, False, (2, 1, 0, 3), (0, 0, 0, 0)),  # read inside an uneven halo
         ((1, 33, 12, 12), 3, 2, (1, 1, 1, 1), 2, False, (0, 0, 0, 0), (0, 2, 1, 0)),  # dilated; 33 channels
         ((1, 16, 3, 3), 5, 1, (2, 2, 2, 2), 1, False, (0, 0, 0, 0), (0, 0, 0, 0)),  # windows wider than the plane
+        ((2, 32, 8, 10), 2, 2, (0, 0, 0, 0), 1, False, (0, 0, 0, 0), (1, 1, 1, 1)),  # U-Net's and YOLO's 2x2
+        ((1, 16, 7, 7), 2, 1, (0, 0, 1, 1), 1, False, (0, 0, 0, 0), (1, 1, 1, 1)),  # YOLO's last: stride 1, padded
+        ((1, 20, 9, 11), 2, 2, (0, 0, 0, 0), 1, True, (1, 1, 1, 1), (0, 0, 0, 0)),  # ceil mode: last window clipped
+        ((1, 16, 9, 9), 2, 2, (0, 0, 0, 0), 2, False, (0, 0, 0, 0), (0, 0, 0, 0)),  # dilated 2x2
     ],
 )
 def test_max_pool_c16(shape, k, stride, pads, dil, ceil, in_halo, out_halo):
