@@ -20,13 +20,14 @@ from .weights import load as load_weights
 
 class Model:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "cpu", threads: int | None = None,
-                 graph=None, weights_source: str = "", memory_limit: int | None = None):
+                 graph=None, weights_source: str = "", memory_limit: int | None = None, release_weights: bool = False):
         from .runtime.executor import DeviceUnavailableError, PlanError, Program
         self.plan = plan
         self.graph = graph
         self.weights_source = weights_source
         try:
-            self.program = Program(plan, weights, target=target, threads=threads, memory_limit=memory_limit)
+            self.program = Program(plan, weights, target=target, threads=threads, memory_limit=memory_limit,
+                                   release_weights=release_weights)
         except DeviceUnavailableError as err:
             raise CnncError(Diagnostic("E406", str(err), None)) from None
         except PlanError as err:
@@ -131,4 +132,6 @@ def load(path: str, weights: str | dict | None = None, target: str = "cpu", thre
         filler = initialise([c for c in constants if c["name"] in set(missing)], seed)
         w = {**w, **filler}
         source += f" ({len(missing)} missing tensors initialised)"
-    return Model(plan, w, target, threads, graph, source, memory_limit)
+    # `w` is this function's own dict (the caller's arrays, if given, stay with the caller): the CPU program
+    # drops each weight from it once packed
+    return Model(plan, w, target, threads, graph, source, memory_limit, release_weights=True)

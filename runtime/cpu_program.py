@@ -56,16 +56,20 @@ def _fold_bn(weight: np.ndarray, bias: np.ndarray | None, p: dict, eps: float, a
     `axis`: the weight axis of the output channels (0 for conv/dense, 1 for conv_transpose)."""
     scale = p["bn_weight"].astype(np.float64) / np.sqrt(p["bn_running_var"].astype(np.float64) + eps)
     cout = scale.shape[0]
-    w = weight.astype(np.float64)
+    w = np.empty(weight.shape, np.float32)
     if axis == 0:
-        w = w * scale.reshape((cout,) + (1,) * (w.ndim - 1))
+        # a few output channels at a time: the float64 products of a whole 9 MB weight took 36 MB while binding
+        step = max(1, (1 << 18) // max(1, weight[0].size))
+        for c0 in range(0, cout, step):
+            c1 = min(cout, c0 + step)
+            w[c0:c1] = weight[c0:c1].astype(np.float64) * scale[c0:c1].reshape((-1,) + (1,) * (w.ndim - 1))
     else:  # conv_transpose: (Cin, Cout/g, kh, kw), output channel = group * Cout/g + j
         cin, cog = w.shape[:2]
-        w = w.reshape(groups, cin // groups, cog, *w.shape[2:]) * scale.reshape(groups, 1, cog, 1, 1)
-        w = w.reshape(cin, cog, *weight.shape[2:])
+        w4 = w.reshape(groups, cin // groups, cog, *w.shape[2:])
+        w4[:] = weight.reshape(w4.shape).astype(np.float64) * scale.reshape(groups, 1, cog, 1, 1)
     b = np.zeros(cout) if bias is None else bias.astype(np.float64)
     b = (b - p["bn_running_mean"]) * scale + p["bn_bias"]
-    return _f32(w), _f32(b)
+    return w, _f32(b)
 
 
 def _normalisation(step: dict, p: dict, c: int):
@@ -134,7 +138,11 @@ def _flush_denormals_once() -> None:
 
 
 class CpuProgram:
-    def __init__(self, plan: dict, weights: dict[str, np.ndarray], memory_limit: int | None = None):
+    def __init__(self, plan: dict, weights: dict[str, np.ndarray], memory_limit: int | None = None,
+                 release_weights: bool = False):
+        """`release_weights`: the program owns `weights` and removes each array from it once the last step that
+        reads it is bound (its packed copy replaces it), so that a model's weights are held about once while
+        it is built, not twice."""
         self.plan = plan
         self.memory_limit = memory_limit  # bytes; None: what the system has available; 0: no check
         self.shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
@@ -165,7 +173,19 @@ class CpuProgram:
         self.arena_per_sample = self.modes[True].arena_per_sample
         # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
         self._scratch_shapes: dict[str, tuple] = {}
-        self.runners = [self._bind(step, weights) for step in plan["steps"]]
+        last_reader = {name: i for i, step in enumerate(plan["steps"]) for name in step["params"].values()}
+        self.runners = []
+        untrimmed = 0  # bytes of weights bound since freed memory was last handed back
+        for i, step in enumerate(plan["steps"]):
+            self.runners.append(self._bind(step, weights))
+            untrimmed += sum(weights[name].nbytes for name in step["params"].values() if name in weights)
+            if release_weights:
+                for name in step["params"].values():
+                    if last_reader[name] == i:
+                        weights.pop(name, None)
+            if untrimmed > 1 << 22:  # (glibc keeps freed temporaries resident: they added up to 2x the weights)
+                _return_freed_memory()
+                untrimmed = 0
         # concat steps of the placement of batches over one (the other steps are the same in both)
         self.copying_runners = [self._bind_concat(step, self.modes[False].slices) if step["op"] == "concat"
                                 else runner for step, runner in zip(plan["steps"], self.runners)]

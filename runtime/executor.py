@@ -138,7 +138,7 @@ def set_threads(threads: int | None) -> None:
 
 class Program:
     def __init__(self, plan: dict, weights: dict[str, np.ndarray], target: str = "reference",
-                 threads: int | None = None, memory_limit: int | None = None):
+                 threads: int | None = None, memory_limit: int | None = None, release_weights: bool = False):
         self.cpu = None
         self.cuda = None
         self.memory_limit = memory_limit
@@ -149,7 +149,7 @@ class Program:
         if target == "cpu":
             from .cpu_program import CpuProgram
             try:
-                self.cpu = CpuProgram(plan, weights, memory_limit)
+                self.cpu = CpuProgram(plan, weights, memory_limit, release_weights)
             except KeyError as err:
                 raise PlanError(f"missing weight or op without a cpu kernel: {err.args[0]}") from None
             set_threads(threads)

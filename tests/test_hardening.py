@@ -223,6 +223,33 @@ def test_weights_are_held_once_while_loading(tmp_path):
         assert peaks[16384][source] - peaks[16][source] < 1.5 * weights_kb, (source, peaks)
 
 
+def test_convolution_weights_are_held_once_while_building(tmp_path):
+    """Building a network of convolutions with batchnorms folded into them keeps its weights about once: each
+    file weight is dropped once its packed copy exists, and folding and packing take a few output channels at
+    a time. Sixteen 256-channel 3x3 convolutions (36 MiB) peak less than 1.5x their weights above the same
+    network with 16 channels (measured: 1.0x from a plan and from .safetensors; before, 2.05x from either:
+    the file's weights, the packed ones and the float64 temporaries of each fold)."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 16, 4, 4), np.float32))
+    peaks = {}
+    for channels in (16, 256):
+        spec = tmp_path / f"deep{channels}.cnn"
+        spec.write_text(f"network deep() {{\n    input x: (N, 16, 4, 4)\n    conv({channels}, 1)\n"
+                        + f"    conv({channels}, 3, padding=1, bias=false)\n    batchnorm()\n    relu()\n" * 16
+                        + "}\n")
+        weights, plan = tmp_path / f"w{channels}.safetensors", tmp_path / f"p{channels}.cnnplan"
+        for args in (("init", spec, "-o", weights), ("compile", spec, "-o", plan, "--weights", weights)):
+            subprocess.run([sys.executable, "-m", "cnnc", *map(str, args)], check=True, capture_output=True, cwd=ROOT)
+        io = ("-i", x, "-o", tmp_path / "y.npy")
+        if channels == 16:  # compiles any kernel missing from Numba's cache (compiling peaks far higher)
+            _peak_rss_kb("run", spec, "--weights", weights, *io)
+        peaks[channels] = {"safetensors": _peak_rss_kb("run", spec, "--weights", weights, *io),
+                           "plan": _peak_rss_kb("run", plan, *io)}
+    weights_kb = 16 * 256 * 256 * 9 * 4 // 1024
+    for source in ("safetensors", "plan"):
+        assert peaks[256][source] - peaks[16][source] < 1.5 * weights_kb, (source, peaks)
+
+
 def test_running_out_of_memory_anywhere_is_one_message(capsys, monkeypatch):
     """A MemoryError no estimate foresaw is E405 and exit 1, not an internal error."""
     from cnnc import cli

@@ -74,6 +74,9 @@ def peak_memory(model: str, batches: list[int], threads: int) -> dict:
         for args in (["init", spec, "-o", weights], ["compile", spec, "-o", paths["cnnc"], "--weights", weights],
                      ["export", spec, "-o", paths["onnxruntime"], "--weights", weights]):
             subprocess.run([sys.executable, "-m", "cnnc", *args], check=True, capture_output=True)
+        for engine in ("cnnc", "onnxruntime"):  # unmeasured: a kernel missing from Numba's cache compiles here
+            subprocess.run([sys.executable, __file__, "--peak-child", engine, paths[engine], "1", str(threads)],
+                           capture_output=True)
         for batch in batches:
             for engine in ("cnnc", "onnxruntime"):
                 samples = []

@@ -617,13 +617,14 @@ def pack_c16_input_weight(weight):
     the taps ordered (channel block, kh, kw, channel in block); padding channels and rows are zero."""
     cout, c, kh, kw = weight.shape
     cb = -(-c // 16)
-    w = np.zeros((cout, cb * 16, kh, kw), np.float32)
-    w[:, :c] = weight
-    w = w.reshape(cout, cb, 16, kh, kw).transpose(0, 1, 3, 4, 2).reshape(cout, -1)
     nb = -(-cout // OCB)
-    packed = np.zeros((nb * OCB, w.shape[1]), np.float32)
-    packed[:cout] = w
-    return np.ascontiguousarray(packed.reshape(1, nb, OCB, -1).transpose(0, 1, 3, 2))
+    packed = np.zeros((1, nb, cb, kh, kw, 16, OCB), np.float32)
+    for b in range(nb):  # one block of output channels at a time (whole-weight temporaries were 3x its size)
+        o0, o1 = b * OCB, min(cout, (b + 1) * OCB)
+        w = np.zeros((o1 - o0, cb * 16, kh, kw), np.float32)
+        w[:, :c] = weight[o0:o1]
+        packed[0, b, ..., : o1 - o0] = w.reshape(o1 - o0, cb, 16, kh, kw).transpose(1, 3, 4, 2, 0)
+    return packed.reshape(1, nb, cb * kh * kw * 16, OCB)
 
 
 def transpose_as_pointwise_weight(weight, groups):
