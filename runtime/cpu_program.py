@@ -57,16 +57,19 @@ def _fold_bn(weight: np.ndarray, bias: np.ndarray | None, p: dict, eps: float, a
     scale = p["bn_weight"].astype(np.float64) / np.sqrt(p["bn_running_var"].astype(np.float64) + eps)
     cout = scale.shape[0]
     w = np.empty(weight.shape, np.float32)
+    # a few rows of the weight at a time: the float64 products of a whole 9 MB weight took 36 MB while binding
+    rows = max(1, (1 << 18) // max(1, weight[0].size))
     if axis == 0:
-        # a few output channels at a time: the float64 products of a whole 9 MB weight took 36 MB while binding
-        step = max(1, (1 << 18) // max(1, weight[0].size))
-        for c0 in range(0, cout, step):
-            c1 = min(cout, c0 + step)
+        for c0 in range(0, cout, rows):
+            c1 = min(cout, c0 + rows)
             w[c0:c1] = weight[c0:c1].astype(np.float64) * scale[c0:c1].reshape((-1,) + (1,) * (w.ndim - 1))
     else:  # conv_transpose: (Cin, Cout/g, kh, kw), output channel = group * Cout/g + j
         cin, cog = w.shape[:2]
-        w4 = w.reshape(groups, cin // groups, cog, *w.shape[2:])
-        w4[:] = weight.reshape(w4.shape).astype(np.float64) * scale.reshape(groups, 1, cog, 1, 1)
+        per_group = cin // groups
+        for r0 in range(0, cin, rows):
+            for g in range(r0 // per_group, (min(cin, r0 + rows) - 1) // per_group + 1):  # (rows of each group)
+                a, b = max(r0, g * per_group), min(r0 + rows, (g + 1) * per_group)
+                w[a:b] = weight[a:b].astype(np.float64) * scale[g * cog:(g + 1) * cog].reshape(1, cog, 1, 1)
     b = np.zeros(cout) if bias is None else bias.astype(np.float64)
     b = (b - p["bn_running_mean"]) * scale + p["bn_bias"]
     return w, _f32(b)
@@ -244,6 +247,8 @@ class CpuProgram:
             convt = ConvTransposePlan(weight, bias, a["stride"], a["pads"], a["output_padding"],
                                       a["dilation"], a["groups"], *act)
             self._scratch_shapes[step["output"]] = (convt.gemm, self.shapes[step["inputs"][0]])
+            if not in_c16:  # packed now, and the unpacked copy released (run would keep both)
+                convt.gemm.prepare((1, *self.shapes[step["inputs"][0]]))
             if in_c16:  # into the plain layout (the network's output, or for a plain consumer)
                 if a["groups"] != 1:
                     raise PlanError(f"step {step['name']}: a transposed convolution reading the channel-blocked "
