@@ -73,20 +73,22 @@ def test_killed_at_random_moments_never_leaves_a_truncated_file(tmp_path, kind):
         assert main(["init", str(SPECS / "resnet18.cnn"), "-o", str(tmp_path / "w.npz")]) == 0
     rng = random.Random(42)
     seen_complete = seen_absent = 0
-    for i in range(6):
-        out = str(tmp_path / f"out{i}")
-        args = [a.format(out=out) for a in commands[kind]]
-        dest = args[args.index("-o") + 1]
-        proc = subprocess.Popen([sys.executable, "-m", "cnnc", *args], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 4.0))
-        proc.kill()
-        proc.wait()
-        if os.path.exists(dest):
-            assert _complete(dest, "npz" if dest.endswith(".npz") else kind)
-            seen_complete += 1
-        else:
-            seen_absent += 1
+    for pair in range(3):  # two processes at a time (one per core), each killed at its own moment
+        runs = []
+        for i in (2 * pair, 2 * pair + 1):
+            args = [a.format(out=str(tmp_path / f"out{i}")) for a in commands[kind]]
+            proc = subprocess.Popen([sys.executable, "-m", "cnnc", *args], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            runs.append((time.monotonic() + rng.uniform(0.3, 4.0), proc, args[args.index("-o") + 1]))
+        for deadline, proc, dest in sorted(runs, key=lambda r: r[0]):
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            proc.kill()
+            proc.wait()
+            if os.path.exists(dest):
+                assert _complete(dest, "npz" if dest.endswith(".npz") else kind)
+                seen_complete += 1
+            else:
+                seen_absent += 1
     assert seen_complete + seen_absent == 6
 
 
