@@ -66,10 +66,11 @@ def _fold_bn(weight: np.ndarray, bias: np.ndarray | None, p: dict, eps: float, a
     else:  # conv_transpose: (Cin, Cout/g, kh, kw), output channel = group * Cout/g + j
         cin, cog = w.shape[:2]
         per_group = cin // groups
-        for r0 in range(0, cin, rows):
-            for g in range(r0 // per_group, (min(cin, r0 + rows) - 1) // per_group + 1):  # (rows of each group)
-                a, b = max(r0, g * per_group), min(r0 + rows, (g + 1) * per_group)
-                w[a:b] = weight[a:b].astype(np.float64) * scale[g * cog:(g + 1) * cog].reshape(1, cog, 1, 1)
+        for g in range(groups):
+            group_scale = scale[g * cog:(g + 1) * cog].reshape(1, cog, 1, 1)
+            for r0 in range(g * per_group, (g + 1) * per_group, rows):
+                r1 = min(r0 + rows, (g + 1) * per_group)
+                w[r0:r1] = weight[r0:r1].astype(np.float64) * group_scale
     b = np.zeros(cout) if bias is None else bias.astype(np.float64)
     b = (b - p["bn_running_mean"]) * scale + p["bn_bias"]
     return w, _f32(b)
@@ -247,8 +248,6 @@ class CpuProgram:
             convt = ConvTransposePlan(weight, bias, a["stride"], a["pads"], a["output_padding"],
                                       a["dilation"], a["groups"], *act)
             self._scratch_shapes[step["output"]] = (convt.gemm, self.shapes[step["inputs"][0]])
-            if not in_c16:  # packed now, and the unpacked copy released (run would keep both)
-                convt.gemm.prepare((1, *self.shapes[step["inputs"][0]]))
             if in_c16:  # into the plain layout (the network's output, or for a plain consumer)
                 if a["groups"] != 1:
                     raise PlanError(f"step {step['name']}: a transposed convolution reading the channel-blocked "
@@ -256,6 +255,7 @@ class CpuProgram:
                 run = convt.c16_input_runner(self.shapes[step["inputs"][0]],
                                              self.halos.get(step["inputs"][0], (0, 0, 0, 0)))
                 return lambda xs, out, cols: run(xs[0].flat, cols, out, len(out), xs[0].step)
+            convt.gemm.prepare((1, *self.shapes[step["inputs"][0]]))  # packed now: run would keep both copies
             return lambda xs, out, scratch: convt.run(xs[0], out, scratch)
         if op == "maxpool" and (in_c16 or out_c16):
             return self._bind_c16_maxpool(step, in_c16, out_c16)
@@ -424,21 +424,20 @@ class CpuProgram:
             raise PlanError(f"step {step['name']}: max pooling between the plain and channel-blocked layouts")
         a = step["attrs"]
         (kh, kw), (sh, sw), (dh, dw), (pt, pl) = a["kernel"], a["stride"], a["dilation"], a["pads"][:2]
-        c, h, w = self.shapes[step["inputs"][0]]
-        _, oh, ow = self.shapes[step["output"]]
-        it, il, ib, ir = self.halos.get(step["inputs"][0], (0, 0, 0, 0))
-        ot, ol, ob, orr = self.halos.get(step["output"], (0, 0, 0, 0))
-        cb = _c16.blocks(c)
-        hs, ws, ohs, ows = h + it + ib, w + il + ir, oh + ot + ob, ow + ol + orr
-        haloed = any((ot, ol, ob, orr))
+        i, o = self._frame(step["inputs"][0]), self._frame(step["output"])
 
         def run_maxpool(xs, out, s):
             n = len(out.view)
-            _c16.max_pool_c16_kernel(xs[0].flat, cb, hs, ws, it, il, h, w, kh, kw, sh, sw, pt, pl, dh, dw, out.flat,
-                                     oh, ow, ohs, ows, ot, ol, n, xs[0].step, out.step)
-            if haloed:
-                _c16.zero_halo_c16_kernel(out.flat, n, cb, out.step, ohs, ows, ot, ol, ob, orr)
+            _c16.max_pool_c16_kernel(xs[0].flat, i.cb, i.hs, i.ws, i.top, i.left, i.h, i.w, kh, kw, sh, sw, pt, pl,
+                                     dh, dw, out.flat, o.h, o.w, o.hs, o.ws, o.top, o.left, n, xs[0].step, out.step)
+            o.zero_halo(out, n)
         return run_maxpool
+
+    def _frame(self, t: str) -> _Frame:
+        """Where a channel-blocked tensor's image lies in its stored planes (inside its halo, if any)."""
+        _, h, w = self.shapes[t]
+        cb, hs, ws, _ = self.storage[t]
+        return _Frame(cb, h, w, hs, ws, tuple(self.halos.get(t, (0, 0, 0, 0))))
 
     def _bind_c16_conv_transpose(self, step, weight, bias, act, in_c16: bool):
         """A transposed convolution (groups == 1) into the channel-blocked layout, from either layout; its
@@ -462,19 +461,13 @@ class CpuProgram:
         if not (in_c16 and out_c16):  # the layout pass blocks an upsample's input and output together
             raise PlanError(f"step {step['name']}: upsampling between the plain and channel-blocked layouts")
         fh, fw = step["attrs"]["scale"]
-        c, h, w = self.shapes[step["inputs"][0]]
-        _, oh, ow = self.shapes[step["output"]]
-        it, il, ib, ir = self.halos.get(step["inputs"][0], (0, 0, 0, 0))
-        ot, ol, ob, orr = self.halos.get(step["output"], (0, 0, 0, 0))
-        cb = _c16.blocks(c)
-        hs, ws, ohs, ows = h + it + ib, w + il + ir, oh + ot + ob, ow + ol + orr
+        i, o = self._frame(step["inputs"][0]), self._frame(step["output"])
 
         def run_upsample(xs, out, s):
             n = len(out.view)
-            _c16.upsample_c16_kernel(xs[0].flat, cb, hs, ws, it, il, h, w, fh, fw, out.flat, ohs, ows, ot, ol, n,
-                                     xs[0].step, out.step)
-            if ot or ol or ob or orr:
-                _c16.zero_halo_c16_kernel(out.flat, n, cb, out.step, ohs, ows, ot, ol, ob, orr)
+            _c16.upsample_c16_kernel(xs[0].flat, i.cb, i.hs, i.ws, i.top, i.left, i.h, i.w, fh, fw, out.flat, o.hs,
+                                     o.ws, o.top, o.left, n, xs[0].step, out.step)
+            o.zero_halo(out, n)
         return run_upsample
 
     def _bind_c16_pointwise(self, step, p: dict, act, in_c16: bool, out_c16: bool):
@@ -614,6 +607,30 @@ class _C16(NamedTuple):
             raise PlanError("a channel-blocked operand whose samples are not contiguous runs of blocks")
         start = (view.__array_interface__["data"][0] - arena.__array_interface__["data"][0]) // 4
         return _C16(view, arena[start:], view.strides[0] // 4)
+
+
+class _Frame(NamedTuple):
+    """A channel-blocked tensor's storage: ``cb`` blocks of planes stored ``hs`` x ``ws`` pixels, the ``h`` x
+    ``w`` image inside a zero ``halo`` (top, left, bottom, right)."""
+    cb: int
+    h: int
+    w: int
+    hs: int
+    ws: int
+    halo: tuple
+
+    @property
+    def top(self) -> int:
+        return self.halo[0]
+
+    @property
+    def left(self) -> int:
+        return self.halo[1]
+
+    def zero_halo(self, out: _C16, n: int) -> None:
+        """Zero the halo (if any) of ``n`` samples of ``out`` stored in this frame (its producer's last act)."""
+        if any(self.halo):
+            _c16.zero_halo_c16_kernel(out.flat, n, self.cb, out.step, self.hs, self.ws, *self.halo)
 
 
 class _Placement:

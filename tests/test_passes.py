@@ -1,6 +1,8 @@
 """The pass manager and each pass: what it changes (snapshots), where it must not fire, and that the
 network computes the same function with the pass on and off."""
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -77,18 +79,29 @@ network identities() {
 """
 
 
-def test_drop_identities_snapshot_and_where_it_must_not_fire(write_spec):
-    from cnnc.passes import drop_identities
-    path = write_spec(IDENTITIES)
-    graph = compile_spec(path, stop_after="dce").graph
+def _pass_applied(name: str, path: str, **compile_args):
+    """A spec compiled up to a pass (`compile_args`: `stop_after` or `disabled`), then pass `name` run on it, which
+    must change the graph and leave it valid: (the graph, its dump before the pass)."""
+    graph = compile_spec(path, **compile_args).graph
     before = graph.dump()
-    assert drop_identities.run(graph, PassContext()) is True
-    verify.run(graph, "drop_identities")
+    assert importlib.import_module(f"cnnc.passes.{name}").run(graph, PassContext()) is True
+    verify.run(graph, name)
+    return graph, before
+
+
+def _check_pass_snapshot(name: str, snapshot: str, graph, before: str) -> None:
+    """The graph before and after pass `name` against `snapshot`; a second run of the pass changes nothing."""
+    check_snapshot(snapshot, before + f"--- after {name} ---\n" + graph.dump())
+    assert importlib.import_module(f"cnnc.passes.{name}").run(graph, PassContext()) is False
+
+
+def test_drop_identities_snapshot_and_where_it_must_not_fire(write_spec):
+    path = write_spec(IDENTITIES)
+    graph, before = _pass_applied("drop_identities", path, stop_after="dce")
     assert {graph.node(n)["op"] for n in graph.op_nodes()} == {"conv", "relu", "adaptive_avgpool", "identity"}
     assert graph.node("r")["inputs"] == ["a"] and graph.node("q")["inputs"] == ["r"]
     assert graph.outputs == {"y": "q", "i": "i", "z": "z"}
-    check_snapshot("drop_identities.txt", before + "--- after drop_identities ---\n" + graph.dump())
-    assert drop_identities.run(graph, PassContext()) is False
+    _check_pass_snapshot("drop_identities", "drop_identities.txt", graph, before)
     fused = compile_spec(path).graph
     assert fused.node("a")["attrs"]["act"][0] == "relu" and "r" not in fused.g  # the relu fused into the conv
     plans = [plan_mod.from_graph(compile_spec(path, disabled=d).graph) for d in ((), ("drop_identities",))]
@@ -264,12 +277,8 @@ network poolfirst() {
 
 
 def test_pool_first_snapshot_and_where_it_must_not_fire(write_spec):
-    from cnnc.passes import pool_first
     path = write_spec(POOL_FIRST)
-    graph = compile_spec(path, stop_after="fuse_activation").graph
-    before = graph.dump()
-    assert pool_first.run(graph, PassContext()) is True
-    verify.run(graph, "pool_first")
+    graph, before = _pass_applied("pool_first", path, stop_after="fuse_activation")
     swapped = {p: c for p, c in (("pa", "a"), ("pb", "b"), ("gh", "h"))}
     for pool, conv in swapped.items():
         assert graph.node(pool)["inputs"] == ["x"] and graph.node(conv)["inputs"] == [pool]
@@ -278,8 +287,7 @@ def test_pool_first_snapshot_and_where_it_must_not_fire(write_spec):
     assert graph.node("a")["shape"] == (16, 6, 6) and graph.node("pa")["shape"] == (8, 6, 6)
     for pool in ("pc", "pd", "pe", "pf", "pg"):
         assert graph.node(graph.node(pool)["inputs"][0])["op"] == "conv"
-    check_snapshot("pool_first.txt", before + "--- after pool_first ---\n" + graph.dump())
-    assert pool_first.run(graph, PassContext()) is False
+    _check_pass_snapshot("pool_first", "pool_first.txt", graph, before)
     # the MACs the plan runs: a and b on 6x6 pixels instead of 13x13, h on one
     assert graph.macs() == compile_spec(path, disabled=("pool_first",)).graph.macs() - 2 * 16 * 8 * (169 - 36) \
         - 16 * 8 * (169 - 1)
@@ -335,18 +343,13 @@ network residual() {
 
 
 def test_fuse_residual_snapshot_and_where_it_must_not_fire(write_spec):
-    from cnnc.passes import fuse_residual
-    graph = compile_spec(write_spec(RESIDUAL), disabled=("fuse_residual",)).graph
-    before = graph.dump()
-    assert fuse_residual.run(graph, PassContext()) is True
-    verify.run(graph, "fuse_residual")
+    graph, before = _pass_applied("fuse_residual", write_spec(RESIDUAL), disabled=("fuse_residual",))
     fused = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("residual")}
     assert fused == {"a", "b", "c", "p2", "q2"}
     assert graph.node("a")["inputs"] == ["x", "x"] and graph.node("a")["attrs"]["act"] == ("relu", ())
     assert graph.node("b")["inputs"] == ["a", "a"] and graph.node("b")["attrs"]["bn_eps"] == 1e-5
     assert {"s4", "s5", "s6", "s7", "s8"} <= set(graph.g)
-    check_snapshot("fuse_residual.txt", before + "--- after fuse_residual ---\n" + graph.dump())
-    assert fuse_residual.run(graph, PassContext()) is False
+    _check_pass_snapshot("fuse_residual", "fuse_residual.txt", graph, before)
     plan = plan_mod.from_graph(graph)
     # a conv never writes over its own input (b, c read their skip as input too), nor over the network input
     assert {"a", "b", "c"}.isdisjoint(plan["memory"]["in_place"])
@@ -396,31 +399,13 @@ network chains() {
 """
 
 
-def _layout_applied(path: str):
-    """A spec compiled without the layout pass, then the pass run on it, which must change the graph and leave
-    it valid: (the graph, its dump before the pass)."""
-    from cnnc.passes import layout
-    graph = compile_spec(path, disabled=("layout",)).graph
-    before = graph.dump()
-    assert layout.run(graph, PassContext()) is True
-    verify.run(graph, "layout")
-    return graph, before
-
-
-def _check_layout_snapshot(name: str, graph, before: str) -> None:
-    """The graph before and after the layout pass against snapshot `name`; a second run changes nothing."""
-    from cnnc.passes import layout
-    check_snapshot(name, before + "--- after layout ---\n" + graph.dump())
-    assert layout.run(graph, PassContext()) is False
-
-
 def test_layout_snapshot_and_where_it_must_not_fire(write_spec):
-    graph, before = _layout_applied(write_spec(DEPTHWISE_CHAINS))
+    graph, before = _pass_applied("layout", write_spec(DEPTHWISE_CHAINS), disabled=("layout",))
     blocked = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("layout") == "c16"}
     # depthwise chains, and the dense-chain rule: p2 is read by the 1x1 e3 only; `side` (which adds the skip
     # `conv#2`, the add fused into it) stays plain: e2, the expansion of a depthwise chain, reads it
     assert blocked == {"stem", "dw1", "se", "e2", "dw2", "p2"}
-    _check_layout_snapshot("layout.txt", graph, before)
+    _check_pass_snapshot("layout", "layout.txt", graph, before)
 
 
 def _assert_layout_keeps_values(path: str, image: tuple) -> None:
@@ -466,7 +451,7 @@ network dense() {
 
 
 def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
-    graph, before = _layout_applied(write_spec(DENSE_CHAINS))
+    graph, before = _pass_applied("layout", write_spec(DENSE_CHAINS), disabled=("layout",))
     attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
     blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
     assert blocked == {"conv#1", "pool", "conv#2", "b"}  # stem, pool, a, and b with the skip add fused
@@ -474,7 +459,7 @@ def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
     # widest padding per side among the convolutions reading it; the same across the residual pair
     assert {n: attrs[n].get("halo") for n in blocked} == {"conv#1": None, "pool": (2, 2, 2, 2),
                                                           "conv#2": (1, 1, 1, 1), "b": (2, 2, 2, 2)}
-    _check_layout_snapshot("layout_dense_chains.txt", graph, before)
+    _check_pass_snapshot("layout", "layout_dense_chains.txt", graph, before)
 
 
 def test_layout_dense_chains_compute_the_same_function(write_spec):
@@ -509,14 +494,14 @@ network inception() {
 
 
 def test_layout_blocks_concatenations_of_whole_blocks(write_spec):
-    graph, before = _layout_applied(write_spec(BLOCKED_CONCATS))
+    graph, before = _pass_applied("layout", write_spec(BLOCKED_CONCATS), disabled=("layout",))
     attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
     blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
     assert blocked == {"stem", "a", "b", "p", "cat", "c", "d", "q", "cat2", "e", "f", "cat3"}
     # a concatenation and its inputs share one halo: the widest padding among the readers of any of them
     assert {n for n in blocked if attrs[n].get("halo") == (1, 1, 1, 1)} == {
         "stem", "a", "b", "p", "cat", "c", "d", "q", "cat2"}
-    _check_layout_snapshot("layout_concats.txt", graph, before)
+    _check_pass_snapshot("layout", "layout_concats.txt", graph, before)
 
 
 def test_layout_blocked_concatenations_compute_the_same_function(write_spec):
@@ -552,14 +537,14 @@ network dense_block() {
 
 
 def test_layout_blocks_batchnorms_and_average_pools(write_spec):
-    graph, before = _layout_applied(write_spec(DENSE_BLOCKS))
+    graph, before = _pass_applied("layout", write_spec(DENSE_BLOCKS), disabled=("layout",))
     ops = {n: graph.node(n)["op"] for n in graph.op_nodes()}
     blocked = {n for n in graph.op_nodes() if graph.node(n)["attrs"].get("layout") == "c16"}
     assert {n for n in blocked if ops[n] == "batchnorm"} == {"batchnorm#1", "batchnorm#2", "batchnorm#3"}
     assert {n for n in blocked if ops[n] == "avgpool"} == {"tp"} and "q" not in blocked
     assert not {"tc", "batchnorm#4", "batchnorm#5", "k"} & blocked
     assert all(graph.node(n)["attrs"].get("halo") is None for n in blocked if ops[n] in ("batchnorm", "avgpool"))
-    _check_layout_snapshot("layout_dense_blocks.txt", graph, before)
+    _check_pass_snapshot("layout", "layout_dense_blocks.txt", graph, before)
 
 
 def test_layout_blocked_batchnorms_and_pools_compute_the_same_function(write_spec):
@@ -590,14 +575,14 @@ network up_and_down() {
 
 
 def test_layout_blocks_transposed_convolutions_and_upsamples(write_spec):
-    graph, before = _layout_applied(write_spec(UP_AND_DOWN))
+    graph, before = _pass_applied("layout", write_spec(UP_AND_DOWN), disabled=("layout",))
     attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
     blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
     # a, b and c (their ReLUs fused) are conv#1, conv#2 and conv#3; g's transposed convolution is plain
     assert blocked == {"conv#1", "p", "conv#2", "u", "cat", "conv#3", "s", "e"}
     assert attrs["conv_transpose#1"]["act"] == ("tanh", ())
     assert {n for n in blocked if attrs[n].get("halo") == (1, 1, 1, 1)} == {"conv#1", "p", "u", "cat", "s"}
-    _check_layout_snapshot("layout_up_and_down.txt", graph, before)
+    _check_pass_snapshot("layout", "layout_up_and_down.txt", graph, before)
 
 
 def test_layout_blocked_transposed_convolutions_and_upsamples_compute_the_same_function(write_spec):

@@ -33,10 +33,17 @@ def _typed(arrays, ints, floats) -> bool:
             and all(isinstance(t, types.Integer) for t in ints) and all(isinstance(t, types.Float) for t in floats))
 
 
-def _load16(context, builder, signature, args, k):
-    """The 16 floats of the array argument ``k`` from the index argument ``k + 1``, as one vector load."""
-    index = context.cast(builder, args[k + 1], signature.args[k + 1], types.intp)
+def _load16(context, builder, signature, args, k, at=None):
+    """The 16 floats of the array argument ``k`` from the index argument ``at`` (default ``k + 1``), as one
+    vector load."""
+    at = k + 1 if at is None else at
+    index = context.cast(builder, args[at], signature.args[at], types.intp)
     return builder.load(_vec_ptr(context, builder, signature.args[k], args[k], index), align=4)
+
+
+def _max16(builder, m, v):
+    """``v if v > m else m`` lane by lane (ordered: a NaN in ``m`` stays, a NaN in ``v`` is passed over)."""
+    return builder.select(builder.fcmp_ordered(">", v, m), v, m)
 
 
 def _store16(context, builder, signature, args, value):
@@ -86,7 +93,7 @@ def max16_store(typingctx, dst, di, a, ai, b, bi):
 
     def codegen(context, builder, signature, args):
         va, vb = (_load16(context, builder, signature, args, k) for k in (2, 4))
-        _store16(context, builder, signature, args, builder.select(builder.fcmp_ordered(">", vb, va), vb, va))
+        _store16(context, builder, signature, args, _max16(builder, va, vb))
         return context.get_dummy_value()
 
     return types.none(dst, di, a, ai, b, bi), codegen
@@ -102,9 +109,7 @@ def max3_16_store(typingctx, dst, di, a, i0, i1, i2):
     def codegen(context, builder, signature, args):
         m = _load16(context, builder, signature, args, 2)
         for k in (4, 5):
-            index = context.cast(builder, args[k], signature.args[k], types.intp)
-            v = builder.load(_vec_ptr(context, builder, signature.args[2], args[2], index), align=4)
-            m = builder.select(builder.fcmp_ordered(">", v, m), v, m)
+            m = _max16(builder, m, _load16(context, builder, signature, args, 2, k))
         _store16(context, builder, signature, args, m)
         return context.get_dummy_value()
 
@@ -120,16 +125,9 @@ def max2x2_16_store(typingctx, dst, di, a, i00, i10, i01, i11):
         return None
 
     def codegen(context, builder, signature, args):
-        def load(k):
-            index = context.cast(builder, args[k], signature.args[k], types.intp)
-            return builder.load(_vec_ptr(context, builder, signature.args[2], args[2], index), align=4)
-
-        columns = []
-        for top, bottom in ((3, 4), (5, 6)):
-            m, v = load(top), load(bottom)
-            columns.append(builder.select(builder.fcmp_ordered(">", v, m), v, m))
-        m, v = columns
-        _store16(context, builder, signature, args, builder.select(builder.fcmp_ordered(">", v, m), v, m))
+        load = lambda at: _load16(context, builder, signature, args, 2, at)  # noqa: E731
+        left, right = (_max16(builder, load(top), load(bottom)) for top, bottom in ((3, 4), (5, 6)))
+        _store16(context, builder, signature, args, _max16(builder, left, right))
         return context.get_dummy_value()
 
     return types.none(dst, di, a, i00, i10, i01, i11), codegen

@@ -420,7 +420,7 @@ class ConvTransposeC16(ConvTransposePlan):
         out_step=0)`` on flat arrays (``cols``: the ``gemm.out_shape`` scratch; steps as
         ``ConvPlan.c16_runner``'s). A blocked input lies inside ``in_halo``; the output inside ``halo``, which
         is zeroed."""
-        c, h, w = x_shape
+        _, h, w = x_shape
         _, _, oh, ow = self.out_shape((1, *x_shape))
         self.gemm.prepare((1, *x_shape), layouts=(in_c16, True))
         gemm = self.gemm.c16_runner(x_shape, in_c16, True, False, (0, 0, 0, 0), in_halo)
