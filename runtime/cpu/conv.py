@@ -10,7 +10,10 @@ Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan tim
   The register tile is ``TP`` output *pixels* x 32 output channels, filled by one broadcast of each
   pixel's input value and the 32 weights' vector loads per tap: with AVX-512, 7 pixels (14 accumulators
   of the 32 zmm registers); with AVX2, 3 (12 of the 16 ymm registers: 7 spilled them and ran at half the
-  speed) -- see ``isa.py``.
+  speed) -- see ``isa.py``. A last block with at most 16 valid channels (16, 48, 80, 112, 144 output
+  channels; MobileNet's and EfficientNet's projections, YOLO's stem) fills only the first 16 of them:
+  the half it skipped was padding (measured alone: 32 -> 16 on 112x112 0.073 -> 0.058 ms, 240 -> 40 on
+  28x28 0.056 -> 0.047 ms, 8 groups of 16 0.13 -> 0.095 ms).
   Pixels are taken in row-major order over the whole output plane (tiles may straddle rows), so
   the tile never has to divide the output width; the last tile of a work item overlaps the one
   before it instead of falling back to a slower remainder path.  Work items are (batch, group,
@@ -87,6 +90,63 @@ def conv_pack_weight_kernel(w, out):
                 for kh in range(KH):
                     for kw in range(KW):
                         out[g, b, (ci * KH + kh) * KW + kw, j] = w[g * COG + oc, ci, kh, kw]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
+def _tile_fma(acc, xf, wf, xoff, R, wbase, OCB, J, TP, b0, b1, b2, b3, b4, b5, b6):
+    """The register tile of ``_conv_blocked_core``: ``acc[t * J + j]`` = sum over the ``R`` taps ``r`` of
+    ``xf[b_t + xoff[r]] * wf[wbase + r * OCB + j]`` for pixels t < TP (input bases b0..b6) and channels j < J
+    (J = OCB, or 16 for a last block of at most 16 channels, whose packed rows are OCB wide). J and TP are
+    literals at every call, so the loops unroll and the tile stays in registers."""
+    for j in range(J * TP):
+        acc[j] = 0.0
+    for r in range(R):
+        o = xoff[r]
+        x0 = xf[U(b0 + o)]
+        x1 = xf[U(b1 + o)] if TP > 1 else x0
+        x2 = xf[U(b2 + o)] if TP > 2 else x0
+        x3 = xf[U(b3 + o)] if TP > 3 else x0
+        x4 = xf[U(b4 + o)] if TP > 4 else x0
+        x5 = xf[U(b5 + o)] if TP > 5 else x0
+        x6 = xf[U(b6 + o)] if TP > 6 else x0
+        wo = wbase + r * OCB
+        for j in range(J):
+            wj = wf[U(wo + j)]
+            acc[j] += x0 * wj
+            if TP > 1:
+                acc[J + j] += x1 * wj
+            if TP > 2:
+                acc[2 * J + j] += x2 * wj
+            if TP > 3:
+                acc[3 * J + j] += x3 * wj
+            if TP > 4:
+                acc[4 * J + j] += x4 * wj
+            if TP > 5:
+                acc[5 * J + j] += x5 * wj
+            if TP > 6:
+                acc[6 * J + j] += x6 * wj
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
+def _store_tile_c16(of, acc, astride, halves, TP, OCB, b, OB, o_sample, PS, ps16, bias, res, has_res, first, count,
+                    lo, hi):
+    """Store ``_tile_fma``'s tile (channel stride ``astride``, ``halves`` blocks of 16) into block(s) 2b, 2b + 1
+    of a channel-blocked output (those below ``OB``) at stored pixels ``ps16``, with bias and clamp; with a
+    residual (read where it is stored) only pixels ``first`` .. ``count`` - 1. ``astride``, ``halves`` and
+    ``TP`` are literals at every call (the tile is read at constant offsets and stays in registers). Written
+    as a loop of floats, LLVM stored each float alone: Numba leaves its SLP vectoriser off."""
+    for half in range(halves):
+        ob = OCB // 16 * b + half
+        if ob < OB and not has_res:
+            for t in range(TP):
+                o = o_sample + (ob * PS + ps16[t]) * 16
+                add16_clamp_store(of, o, acc, t * astride + half * 16, bias, b * OCB + half * 16, lo, hi)
+        elif ob < OB:
+            for t in range(TP):
+                if t >= first and t < count:
+                    o = o_sample + (ob * PS + ps16[t]) * 16
+                    add16_res_clamp_store(of, o, acc, t * astride + half * 16, bias, b * OCB + half * 16, res, o,
+                                          lo, hi)
 
 
 def _make_blocked_core(OCB, TP, SHUFFLED):
@@ -213,56 +273,32 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
                 b4 = pb[4]
                 b5 = pb[5]
                 b6 = pb[6]
-                for j in range(ACC):
-                    acc[j] = 0.0
-                for r in range(R):
-                    o = xoff[r]
-                    x0 = xf[U(b0 + o)]
-                    x1 = xf[U(b1 + o)] if TP > 1 else x0
-                    x2 = xf[U(b2 + o)] if TP > 2 else x0
-                    x3 = xf[U(b3 + o)] if TP > 3 else x0
-                    x4 = xf[U(b4 + o)] if TP > 4 else x0
-                    x5 = xf[U(b5 + o)] if TP > 5 else x0
-                    x6 = xf[U(b6 + o)] if TP > 6 else x0
-                    wo = wbase + r * OCB
-                    for j in range(OCB):
-                        wj = wf[U(wo + j)]
-                        acc[j] += x0 * wj
-                        if TP > 1:
-                            acc[OCB + j] += x1 * wj
-                        if TP > 2:
-                            acc[2 * OCB + j] += x2 * wj
-                        if TP > 3:
-                            acc[3 * OCB + j] += x3 * wj
-                        if TP > 4:
-                            acc[4 * OCB + j] += x4 * wj
-                        if TP > 5:
-                            acc[5 * OCB + j] += x5 * wj
-                        if TP > 6:
-                            acc[6 * OCB + j] += x6 * wj
-                if out_c16:  # each pixel's 16 channels of a block are contiguous: whole-vector stores (written
-                    # as a loop, LLVM stored each float alone: Numba leaves its SLP vectoriser off)
-                    for half in range(OCB // 16):
-                        ob = OCB // 16 * b + half
-                        if ob < OB and not has_res:
-                            for t in range(TP):
-                                o = n * osample + (ob * PS + ps16[t]) * 16
-                                add16_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16, lo, hi)
-                        elif ob < OB:  # pixels stored before, and repeated slots of a short tile, are skipped:
-                            first = p0 - ps  # each pixel's residual is added once
-                            count = min(TP, p_end - ps)
-                            for t in range(TP):
-                                if t >= first and t < count:
-                                    o = n * osample + (ob * PS + ps16[t]) * 16
-                                    add16_res_clamp_store(of, o, acc, t * OCB + half * 16, bias, b * OCB + half * 16,
-                                                          res, o, lo, hi)
+                if OCB > 16 and nvalid <= 16:  # a last block of at most 16 channels: half the tile's FMAs
+                    _tile_fma(acc, xf, wf, xoff, R, wbase, OCB, 16, TP, b0, b1, b2, b3, b4, b5, b6)
+                    astride = 16
+                else:
+                    _tile_fma(acc, xf, wf, xoff, R, wbase, OCB, OCB, TP, b0, b1, b2, b3, b4, b5, b6)
+                    astride = OCB
+                if out_c16:  # each pixel's 16 channels of a block are contiguous: whole-vector stores
+                    first = p0 - ps  # pixels stored before and repeated slots of a short tile are skipped
+                    count = min(TP, p_end - ps)  # where a residual is added (each pixel's once)
+                    if astride == 16:
+                        _store_tile_c16(of, acc, 16, 1, TP, OCB, b, OB, n * osample, PS, ps16, bias, res, has_res,
+                                        first, count, lo, hi)
+                    else:
+                        _store_tile_c16(of, acc, OCB, OCB // 16, TP, OCB, b, OB, n * osample, PS, ps16, bias, res,
+                                        has_res, first, count, lo, hi)
                 elif SHUFFLED:  # channel planes: the tile transposed in registers, each channel's pixels stored
                     # as one vector (only pixels not stored before: each with its residual, read first)
                     first = p0 - ps
                     count = min(TP, p_end - ps)
                     o = obase + ps
-                    store_tile_planes(of, o, PO, acc, 0, OCB, TP, first, count, nvalid, bias, bbase, res, has_res,
-                                      lo, hi)
+                    if astride == 16:
+                        store_tile_planes(of, o, PO, acc, 0, 16, TP, first, count, nvalid, bias, bbase, res, has_res,
+                                          lo, hi)
+                    else:
+                        store_tile_planes(of, o, PO, acc, 0, OCB, TP, first, count, nvalid, bias, bbase, res,
+                                          has_res, lo, hi)
                     if OCB > 16 and nvalid > 16:
                         store_tile_planes(of, o + 16 * PO, PO, acc, 16, OCB, TP, first, count, nvalid - 16, bias,
                                           bbase + 16, res, has_res, lo, hi)
@@ -274,10 +310,10 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
                         oj = obase + j * PO + ps
                         if has_res:
                             for t in range(first, count):
-                                of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv + res[U(oj + t)], lo, hi)
+                                of[U(oj + t)] = clamp_f32(acc[t * astride + j] + bv + res[U(oj + t)], lo, hi)
                         else:
                             for t in range(first, count):
-                                of[U(oj + t)] = clamp_f32(acc[t * OCB + j] + bv, lo, hi)
+                                of[U(oj + t)] = clamp_f32(acc[t * astride + j] + bv, lo, hi)
                 p0 = ps + TP
             if not in_regs:
                 if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
