@@ -17,8 +17,9 @@ Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan tim
   Pixels are taken in row-major order over the whole output plane (tiles may straddle rows), so
   the tile never has to divide the output width; the last tile of a work item overlaps the one
   before it instead of falling back to a slower remainder path.  Work items are (batch, group,
-  channel block, chunk of ``CHUNK`` pixels, or fewer where that would leave threads idle) and run in
-  parallel.
+  channel block, chunk of about ``CHUNK`` pixels) and run in parallel; where equal chunks would leave one
+  thread more tiles than the others (small planes, few blocks), the chunk size that balances the threads
+  best is taken (``pixel_chunk_tiles``).
 * ``conv2d_depthwise_kernel`` -- groups == cin (any channel multiplier) and grouped convolutions
   with very few output channels per group.  Parallel over (batch, group): the group's input
   planes are copied zero-padded (and, for stride 2, split into even/odd column phases) into a
@@ -54,13 +55,13 @@ from .c16 import zero_halo_c16_kernel
 from .isa import VECTOR_UNIT
 from .pool import bordered_row
 from ._stack import stack_f32, stack_i64
+from ._threads import loop_threads
 from ._vec import add16_clamp_store, add16_res_clamp_store, clamp16_res_store, clamp16_store, store_tile_planes
 
 OCB = 32  # output channels per register tile (two AVX-512 vectors, four AVX2 ones)
 TP = VECTOR_UNIT.conv_tile_pixels  # output pixels per register tile: 7 with AVX-512, 3 with AVX2
 TP_MAX = 7  # the most a tile may have
 CHUNK = 56  # output pixels per parallel work item (rounded down to whole tiles)
-MIN_ITEMS = 4  # fewer work items than this: smaller chunks, so that threads are not left idle
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 
 _FM = {"contract"}  # allow FMA contraction only; no reassociation
@@ -149,6 +150,57 @@ def _store_tile_c16(of, acc, astride, halves, TP, OCB, b, OB, o_sample, PS, ps16
                                           lo, hi)
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _thread_tiles(Q, k, items, stride, threads, t):
+    """Tiles thread ``t`` computes when ``items`` work items (chunks of ``k`` tiles of a ``Q``-tile plane, the
+    last one shorter; a chunk's index advancing every ``stride`` items) are split evenly over ``threads``, as
+    Numba's parallel loops split their range."""
+    nch = -(-Q // k)
+    short = k - (Q - (nch - 1) * k)  # tiles the last chunk lacks
+    lo = t * items // threads
+    hi = (t + 1) * items // threads
+    period = stride * nch
+    # items before x that are a last chunk: whole periods, then those past (nch - 1) * stride in the last
+    last_lo = lo // period * stride + max(0, lo % period - (nch - 1) * stride)
+    last_hi = hi // period * stride + max(0, hi % period - (nch - 1) * stride)
+    return (hi - lo) * k - (last_hi - last_lo) * short
+
+
+@numba.njit(cache=True, error_model="numpy")
+def pixel_chunk_tiles(Q, K, blocks, stride, threads):
+    """Tiles per work item of a blocked convolution over a plane of ``Q`` tiles, ``blocks`` items per chunk
+    of the plane (samples x groups x channel blocks), a chunk's index advancing every ``stride`` items in the
+    loop's order (the blocks, when they are innermost, or 1), split over ``threads``.
+
+    By default the plane is cut into chunks of ``K`` to 2K - 1 tiles, as equal as they come (a chunk's input
+    stays in cache while the blocks read it). Where that leaves the busiest thread more than 3% above the
+    mean, the size from 1 to 2K - 1 tiles that gives it the fewest tiles is taken (an item counting as a
+    tenth of a tile, larger chunks on ties): a fixed size with a longer last chunk gave one thread up to a
+    third more work than the other at 2 threads (MobileNet-V2's 14x14 layers: 54 items of 8, 8 and 12
+    tiles, the last chunk's 18 all on one thread), and planes with few blocks have few items to share."""
+    k = min(K, Q)
+    k = -(-Q // max(1, Q // k))  # floor(Q / K) equal chunks
+    if threads <= 1:
+        return k
+    total = blocks * Q
+    worst = 0
+    items = blocks * -(-Q // k)
+    for t in range(threads):
+        worst = max(worst, _thread_tiles(Q, k, items, stride, threads, t))
+    if worst * threads * 100 <= total * 103:
+        return k
+    best_k, best = k, -1
+    for kk in range(min(Q, 2 * K - 1), 0, -1):
+        items = blocks * -(-Q // kk)
+        cost = 0
+        for t in range(threads):
+            cost = max(cost, 10 * _thread_tiles(Q, kk, items, stride, threads, t) + (t + 1) * items // threads
+                       - t * items // threads)
+        if best < 0 or cost < best:
+            best_k, best = kk, cost
+    return best_k
+
+
 def _make_blocked_core(OCB, TP, SHUFFLED):
     """``_conv_blocked_core`` for a register tile of ``TP`` output pixels (at most TP_MAX) x ``OCB`` output
     channels (a multiple of 16), storing a plain output's tile with shuffles (``SHUFFLED``, see
@@ -211,16 +263,14 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
         wf = wp.reshape(-1)
         has_res = res.size > 0
         lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
-        nch = max(1, P // ITEM_PIXELS)
-        chunk = ITEM_PIXELS
-        if N * G * NB * nch < MIN_ITEMS and P > TP:  # few channel blocks over a small plane (DenseNet's 32-channel
-            # 3x3 layers at 7x7 made one item: one busy thread): chunks of whole tiles, as even as they come
-            chunk = -(-P // (-(-MIN_ITEMS // (N * G * NB)) * TP)) * TP
-            nch = -(-P // chunk)
         # Work items in pixel-major order (every channel block of a pixel chunk one after another, so the chunk's
         # input is read once from memory) when a group's packed weights fit in L2 beside it; otherwise
         # block-major (a block's weights stay in cache over all its chunks).
         pixel_major = NB * R * OCB * 4 <= PIXEL_MAJOR_WEIGHT_BYTES
+        tiles = pixel_chunk_tiles(-(-P // TP), ITEM_PIXELS // TP, N * G * NB, NB if pixel_major else 1,
+                                  loop_threads())
+        chunk = tiles * TP
+        nch = -(-P // chunk)
         for item in prange(N * G * NB * nch):
             if pixel_major:
                 b = item % NB
