@@ -10,7 +10,7 @@ Four kernels, chosen by the wrappers in ``ops.py`` (and by a runtime at plan tim
   The register tile is ``TP`` output *pixels* x 32 output channels, filled by one broadcast of each
   pixel's input value and the 32 weights' vector loads per tap: with AVX-512, 7 pixels (14 accumulators
   of the 32 zmm registers); with AVX2, 3 (12 of the 16 ymm registers: 7 spilled them and ran at half the
-  speed) -- see ``isa.py``. A last block with at most 16 valid channels (16, 48, 80, 112, 144 output
+  speed) -- see ``isa.py``. With AVX-512, a last block with at most 16 valid channels (16, 48, 80, 112, 144 output
   channels; MobileNet's and EfficientNet's projections, YOLO's stem) fills only the first 16 of them:
   the half it skipped was padding (measured alone: 32 -> 16 on 112x112 0.073 -> 0.058 ms, 240 -> 40 on
   28x28 0.056 -> 0.047 ms, 8 groups of 16 0.13 -> 0.095 ms).
@@ -201,11 +201,12 @@ def pixel_chunk_tiles(Q, K, blocks, stride, threads):
     return best_k
 
 
-def _make_blocked_core(OCB, TP, SHUFFLED):
+def _make_blocked_core(OCB, TP, SHUFFLED, HALF):
     """``_conv_blocked_core`` for a register tile of ``TP`` output pixels (at most TP_MAX) x ``OCB`` output
     channels (a multiple of 16), storing a plain output's tile with shuffles (``SHUFFLED``, see
-    ``isa.VectorUnit.shuffled_plane_stores``) or float by float; these are constants of the compiled kernel
-    (closure cells, which Numba's cache keys on), so each variant is its own cached kernel."""
+    ``isa.VectorUnit.shuffled_plane_stores``) or float by float, and running a last block of at most 16
+    channels as a 16-channel tile (``HALF``, ``isa.VectorUnit.half_tiles``); these are constants of the
+    compiled kernel (closure cells, which Numba's cache keys on), so each variant is its own cached kernel."""
     ACC = OCB * TP
     ITEM_PIXELS = CHUNK // TP * TP  # pixels per work item: whole tiles
 
@@ -323,7 +324,7 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
                 b4 = pb[4]
                 b5 = pb[5]
                 b6 = pb[6]
-                if OCB > 16 and nvalid <= 16:  # a last block of at most 16 channels: half the tile's FMAs
+                if HALF and OCB > 16 and nvalid <= 16:  # a last block of at most 16 channels: half the FMAs
                     _tile_fma(acc, xf, wf, xoff, R, wbase, OCB, 16, TP, b0, b1, b2, b3, b4, b5, b6)
                     astride = 16
                 else:
@@ -380,7 +381,7 @@ def _make_blocked_core(OCB, TP, SHUFFLED):
     return _conv_blocked_core
 
 
-_conv_blocked_core = _make_blocked_core(OCB, TP, VECTOR_UNIT.shuffled_plane_stores)
+_conv_blocked_core = _make_blocked_core(OCB, TP, VECTOR_UNIT.shuffled_plane_stores, VECTOR_UNIT.half_tiles)
 
 
 PW_MR, PW_PV = VECTOR_UNIT.pointwise_tile  # pointwise kernel's register tile: output channels x pixels

@@ -32,7 +32,8 @@ def tiles(request):
     unit = request.param
     return {
         "unit": unit,
-        "blocked": cpu_conv._make_blocked_core(cpu_conv.OCB, unit.conv_tile_pixels, unit.shuffled_plane_stores),
+        "blocked": cpu_conv._make_blocked_core(cpu_conv.OCB, unit.conv_tile_pixels, unit.shuffled_plane_stores,
+                                               unit.half_tiles),
         "pointwise": cpu_conv._make_pointwise_kernel(*unit.pointwise_tile),
         "depthwise": cpu_conv._make_depthwise_kernel(unit.depthwise_lanes),
         "c16_depthwise": cpu_c16._make_depthwise_c16_kernel(unit.c16_depthwise_pixels),
