@@ -1,8 +1,12 @@
 """Memory planning: every intermediate tensor gets an offset in one arena.
 
 All activation tensors scale linearly with the batch size, so offsets are planned once per sample and
-multiplied by the batch at run time: one plan serves every batch. Tensors are placed greedily by size
-(largest first) at the best-fitting offset not used by any tensor whose lifetime overlaps.
+multiplied by the batch at run time: one plan serves every batch. Tensors are placed greedily at the
+best-fitting offset not used by any tensor whose lifetime overlaps, in a few orders (largest first; largest
+size x lifetime first; longest lifetime first; earliest first), keeping the smallest arena: no one order
+reaches the lower bound (the most that is ever alive at once) on every library model, and together they
+reach it on all of them (largest first alone: GoogLeNet 3.88 MB per sample for 3.83, DenseNet-121 7.77
+for 7.38).
 """
 
 from __future__ import annotations
@@ -39,11 +43,48 @@ def lifetimes(steps: list[dict], inputs: list[str], outputs: list[str], sizes: d
     return [Interval(t, sizes[t], first[t], last[t]) for t in first]
 
 
+# Orders tried by `plan_arena`, the first kept on ties (the order of the plans before the others existed).
+_PLACEMENT_ORDERS = (
+    lambda iv: (-iv.size, iv.first, iv.name),
+    lambda iv: (-iv.size * (iv.last - iv.first + 1), iv.first, iv.name),
+    lambda iv: (iv.first - iv.last, -iv.size, iv.name),
+    lambda iv: (iv.first, -iv.size, iv.name),
+)
+
+
 def plan_arena(intervals: list[Interval], align: int = 16) -> tuple[dict[str, int], int]:
-    """Greedy-by-size best-fit offsets (in elements per sample, aligned). Returns (offsets, arena size)."""
+    """Best-fit offsets (in elements per sample, aligned), greedily in each of `_PLACEMENT_ORDERS`; the
+    smallest arena wins. Returns (offsets, arena size)."""
+    floor = live_peak(intervals, align)
+    best: tuple[dict[str, int], int] | None = None
+    for order in _PLACEMENT_ORDERS:
+        offsets, total = _place(sorted(intervals, key=order), align)
+        if best is None or total < best[1]:
+            best = (offsets, total)
+        if best[1] == floor:  # no order can do better
+            break
+    return best
+
+
+def live_peak(intervals: list[Interval], align: int = 16) -> int:
+    """The most (aligned) elements alive at any one step: no arena is smaller."""
+    events: dict[int, int] = {}
+    for iv in intervals:
+        size = -(-iv.size // align) * align
+        events[iv.first] = events.get(iv.first, 0) + size
+        events[iv.last + 1] = events.get(iv.last + 1, 0) - size
+    peak = alive = 0
+    for step in sorted(events):
+        alive += events[step]
+        peak = max(peak, alive)
+    return peak
+
+
+def _place(ordered: list[Interval], align: int) -> tuple[dict[str, int], int]:
+    """Place each interval, in the given order, at the lowest-waste gap among those live with it."""
     placed: list[tuple[int, int, Interval]] = []  # (offset, size, interval)
     offsets: dict[str, int] = {}
-    for iv in sorted(intervals, key=lambda iv: (-iv.size, iv.first, iv.name)):
+    for iv in ordered:
         size = -(-iv.size // align) * align
         busy = sorted((off, off + sz) for off, sz, other in placed
                       if not (other.last < iv.first or iv.last < other.first))

@@ -58,6 +58,27 @@ def test_bitwise_deterministic_batch_independent_and_thread_counts_agree(model):
         assert _agree(model, k, threads1[k], a[k]), k
 
 
+@pytest.mark.parametrize("model", ["googlenet", "densenet121", "resnet50"])
+def test_arena_is_the_most_ever_alive_at_once(model, monkeypatch):
+    """The arena of a library model is as small as any can be: the largest sum of (aligned) tensor sizes
+    alive at one step, counted here step by step from the planned lifetimes. (Largest-first placement alone
+    left GoogLeNet 3.88 MB per sample for 3.83 and DenseNet-121 7.77 for 7.38.)"""
+    from cnnc.runtime import memory
+    seen = {}
+    place = memory.plan_arena
+
+    def spy(intervals, align=16):
+        seen["intervals"] = intervals
+        return place(intervals, align)
+    monkeypatch.setattr(memory, "plan_arena", spy)
+    plan = plan_mod.from_graph(compile_spec(str(SPECS / f"{model}.cnn")).graph)
+    arena = plan_memory(plan)["per_sample"]
+    ivs = seen["intervals"]
+    steps = range(min(iv.first for iv in ivs), max(iv.last for iv in ivs) + 1)
+    most = max(sum(-(-iv.size // 16) * 16 for iv in ivs if iv.first <= s <= iv.last) for s in steps)
+    assert arena == most
+
+
 def test_arena_is_smaller_than_no_reuse():
     _, prog = _program("densenet121")
     assert prog.cpu.arena_per_sample * 10 < prog.cpu.no_reuse_per_sample
