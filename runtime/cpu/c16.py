@@ -21,11 +21,11 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import ACT_NONE, act_range, clamp_f32, register_clamp
+from ._act import ACT_NONE, ACT_SILU, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
 from .isa import VECTOR_UNIT
 from .pool import inside_taps, max_rows_into
-from ._vec import max16_store, max2x2_16_store, max3_16_store
+from ._vec import max16_store, max2x2_16_store, max3_16_store, silu16
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 C16 = 16
@@ -126,7 +126,10 @@ def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bia
             stg[j] = acc[j]
         for j in range(npix * C16):
             out[U(o + j)] = stg[j]
-    if act != ACT_NONE:
+    if act == ACT_SILU:  # vector by vector, while the tile is in L1 (a call per tile cost more than the math)
+        for t in range(npix):
+            silu16(out, o + t * C16)
+    elif act != ACT_NONE:
         act_range(out, o, npix * C16, act, act_a, act_b)
 
 

@@ -50,13 +50,14 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._act import act_range, clamp_f32, register_clamp
+from ._act import ACT_SILU, act_range, clamp_f32, register_clamp
 from .c16 import zero_halo_c16_kernel
 from .isa import VECTOR_UNIT
 from .pool import bordered_row
 from ._stack import stack_f32, stack_i64
 from ._threads import loop_threads
-from ._vec import add16_clamp_store, add16_res_clamp_store, clamp16_res_store, clamp16_store, store_tile_planes
+from ._vec import (add16_clamp_store, add16_res_clamp_store, clamp16_res_store, clamp16_store, silu16,
+                   store_tile_planes)
 
 OCB = 32  # output channels per register tile (two AVX-512 vectors, four AVX2 ones)
 TP = VECTOR_UNIT.conv_tile_pixels  # output pixels per register tile: 7 with AVX-512, 3 with AVX2
@@ -130,24 +131,30 @@ def _tile_fma(acc, xf, wf, xoff, R, wbase, OCB, J, TP, b0, b1, b2, b3, b4, b5, b
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
 def _store_tile_c16(of, acc, astride, halves, TP, OCB, b, OB, o_sample, PS, ps16, bias, res, has_res, first, count,
-                    lo, hi):
+                    lo, hi, silu):
     """Store ``_tile_fma``'s tile (channel stride ``astride``, ``halves`` blocks of 16) into block(s) 2b, 2b + 1
     of a channel-blocked output (those below ``OB``) at stored pixels ``ps16``, with bias and clamp; with a
     residual (read where it is stored) only pixels ``first`` .. ``count`` - 1. ``astride``, ``halves`` and
     ``TP`` are literals at every call (the tile is read at constant offsets and stays in registers). Written
-    as a loop of floats, LLVM stored each float alone: Numba leaves its SLP vectoriser off."""
+    as a loop of floats, LLVM stored each float alone: Numba leaves its SLP vectoriser off. ``silu``: each
+    stored vector then gets SiLU in place (``_vec.silu16``, the same values as ``act_range``'s), while it is
+    in L1."""
     for half in range(halves):
         ob = OCB // 16 * b + half
         if ob < OB and not has_res:
             for t in range(TP):
                 o = o_sample + (ob * PS + ps16[t]) * 16
                 add16_clamp_store(of, o, acc, t * astride + half * 16, bias, b * OCB + half * 16, lo, hi)
+                if silu:
+                    silu16(of, o)
         elif ob < OB:
             for t in range(TP):
                 if t >= first and t < count:
                     o = o_sample + (ob * PS + ps16[t]) * 16
                     add16_res_clamp_store(of, o, acc, t * astride + half * 16, bias, b * OCB + half * 16, res, o,
                                           lo, hi)
+                    if silu:
+                        silu16(of, o)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -264,6 +271,7 @@ def _make_blocked_core(OCB, TP, SHUFFLED, HALF):
         wf = wp.reshape(-1)
         has_res = res.size > 0
         lo, hi, in_regs = register_clamp(act)  # none, relu, relu6: clamped as stored; others: a pass after
+        silu_stores = out_c16 and act == ACT_SILU  # SiLU vector by vector as a blocked tile is stored
         # Work items in pixel-major order (every channel block of a pixel chunk one after another, so the chunk's
         # input is read once from memory) when a group's packed weights fit in L2 beside it; otherwise
         # block-major (a block's weights stay in cache over all its chunks).
@@ -335,10 +343,10 @@ def _make_blocked_core(OCB, TP, SHUFFLED, HALF):
                     count = min(TP, p_end - ps)  # where a residual is added (each pixel's once)
                     if astride == 16:
                         _store_tile_c16(of, acc, 16, 1, TP, OCB, b, OB, n * osample, PS, ps16, bias, res, has_res,
-                                        first, count, lo, hi)
+                                        first, count, lo, hi, silu_stores)
                     else:
                         _store_tile_c16(of, acc, OCB, OCB // 16, TP, OCB, b, OB, n * osample, PS, ps16, bias, res,
-                                        has_res, first, count, lo, hi)
+                                        has_res, first, count, lo, hi, silu_stores)
                 elif SHUFFLED:  # channel planes: the tile transposed in registers, each channel's pixels stored
                     # as one vector (only pixels not stored before: each with its residual, read first)
                     first = p0 - ps
@@ -366,7 +374,7 @@ def _make_blocked_core(OCB, TP, SHUFFLED, HALF):
                             for t in range(first, count):
                                 of[U(oj + t)] = clamp_f32(acc[t * astride + j] + bv, lo, hi)
                 p0 = ps + TP
-            if not in_regs:
+            if not in_regs and not silu_stores:
                 if out_c16:  # the item's pixels, row by row (rows lie apart inside a halo)
                     for ob in range(OCB // 16 * b, min(OCB // 16 * (b + 1), OB)):
                         for r in range(p_begin // OW, (p_end - 1) // OW + 1):

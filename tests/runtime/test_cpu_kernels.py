@@ -1029,22 +1029,25 @@ def _haloed(x16, halo, fill=0.0):
     ],
 )
 @pytest.mark.parametrize("residual", [None, "separate", "in_place"])
-def test_conv2d_blocked_input_read_inside_its_halo(n, c, h, w, cout, k, stride, dil, pads, in_halo, residual):
+@pytest.mark.parametrize("act", ["relu", "silu"])
+def test_conv2d_blocked_input_read_inside_its_halo(n, c, h, w, cout, k, stride, dil, pads, in_halo, residual, act):
     """A blocked input stored inside a zero halo at least as wide as the padding (the layout pass's dense
     chains): the convolution starts inside the halo by the difference and reads the rest as its padding; its
     blocked output, with a blocked residual stored in the same halo (possibly the output's own buffer), goes
-    into a halo of its own. ONNX Runtime's Conv (then the add and relu in numpy) is the oracle; the output's
-    buffer starts full of NaN, as an arena does."""
+    into a halo of its own. ONNX Runtime's Conv (then the add and the activation in numpy) is the oracle; the
+    output's buffer starts full of NaN, as an arena does. relu is applied as tiles are stored, SiLU to each
+    stored vector (overlapping tiles store a pixel again from its accumulators, never SiLU twice)."""
     x = rand(n, c, h, w)
     wt = rand(cout, c, k, k, scale=0.5)
     bias = rand(cout)
-    relu = cpu.ACTIVATIONS["relu"]
-    plan = cpu.pack_conv2d(wt, bias, stride=(stride, stride), pads=pads, dilation=(dil, dil), act=relu)
+    plan = cpu.pack_conv2d(wt, bias, stride=(stride, stride), pads=pads, dilation=(dil, dil),
+                           act=cpu.ACTIVATIONS[act])
     conv = ort_run("Conv", {"x": x, "w": wt, "b": bias}, kernel_shape=[k, k], strides=[stride] * 2, pads=list(pads),
                    dilations=[dil] * 2)
     out_halo = (1, 1, 1, 1)
     skip = rand(*conv.shape)
-    ref = np.maximum(conv + (skip if residual else 0), 0)
+    y = conv + (skip if residual else 0)
+    ref = np.maximum(y, 0) if act == "relu" else y / (1 + np.exp(-y))
     xin = _haloed(cpu_c16.to_c16(x), in_halo, fill=0.0)
     res16 = _haloed(cpu_c16.to_c16(skip), out_halo, fill=0.0) if residual else None
     out = res16 if residual == "in_place" else _haloed(cpu_c16.to_c16(np.full(conv.shape, np.nan, np.float32)),
@@ -1279,3 +1282,32 @@ def test_blocked_convolution_work_items_cover_the_plane_and_balance_the_threads(
             costs = {kk: cost(kk) for kk in range(1, min(q, 2 * k_max - 1) + 1)}
             assert k == max(kk for kk, c in costs.items() if c == min(costs.values()))  # larger chunks on ties
     assert max(_split_by_simulation(28, cpu_conv.pixel_chunk_tiles(28, 8, 18, 18, 2), 18, 18, 2)) == 252
+
+
+def test_silu16_matches_numpy_and_the_activation_pass():
+    """`_vec.silu16` (SiLU on one stored vector, as blocked convolutions and depthwise tiles apply it) is x / (1 +
+    exp(-x)) to float32 accuracy against numpy in float64, NaN passing through, and gives exactly the values of
+    the activation pass it replaced (so a layer's values do not depend on which path stored them)."""
+    import numba
+
+    from cnnc.runtime.cpu._act import ACT_SILU, act_range
+    from cnnc.runtime.cpu._vec import silu16
+
+    @numba.njit
+    def each_vector(x, offset):
+        for i in range(offset, x.size - 15, 16):
+            silu16(x, i)
+
+    x = (np.random.default_rng(3).standard_normal(16 * 64 + 3) * 12).astype(np.float32)
+    x[3:11] = [0.0, -0.0, 100.0, -100.0, np.nan, 88.5, -88.5, 1e-8]
+    got = x.copy()
+    each_vector(got, 3)  # vectors that start off a 16-float boundary
+    want = x.astype(np.float64) / (1 + np.exp(-x.astype(np.float64)))
+    inner = slice(3, 3 + 16 * 64)
+    assert np.isnan(got[7]) and np.array_equal(got[:3], x[:3])
+    ok = ~np.isnan(want[inner])
+    assert np.all(np.abs(got[inner][ok] - want[inner][ok]) <= 1e-6 * np.abs(want[inner][ok]) + 1e-30)  # (exp is
+    # clamped below exp(-87.3): SiLU of x < -87.3 is off by less than 1e-35)
+    passed = x.copy()
+    act_range(passed, 3, 16 * 64, ACT_SILU, 0.0, 0.0)
+    assert np.array_equal(got, passed, equal_nan=True)
