@@ -158,14 +158,23 @@ def _store_tile_c16(of, acc, astride, halves, TP, OCB, b, OB, o_sample, PS, ps16
 
 
 @numba.njit(cache=True, error_model="numpy")
+def thread_items(items, threads, t):
+    """The items [lo, hi) of thread ``t`` when a parallel loop of ``items`` iterations is split over
+    ``threads``, as Numba splits it: equal runs, the first ``items % threads`` threads one item more."""
+    base = items // threads
+    extra = items % threads
+    lo = t * base + min(t, extra)
+    return lo, lo + base + (1 if t < extra else 0)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _thread_tiles(Q, k, items, stride, threads, t):
     """Tiles thread ``t`` computes when ``items`` work items (chunks of ``k`` tiles of a ``Q``-tile plane, the
-    last one shorter; a chunk's index advancing every ``stride`` items) are split evenly over ``threads``, as
-    Numba's parallel loops split their range."""
+    last one the remainder; a chunk's index advancing every ``stride`` items) are split over ``threads``
+    (``thread_items``)."""
     nch = -(-Q // k)
     short = k - (Q - (nch - 1) * k)  # tiles the last chunk lacks
-    lo = t * items // threads
-    hi = (t + 1) * items // threads
+    lo, hi = thread_items(items, threads, t)
     period = stride * nch
     # items before x that are a last chunk: whole periods, then those past (nch - 1) * stride in the last
     last_lo = lo // period * stride + max(0, lo % period - (nch - 1) * stride)
@@ -179,14 +188,15 @@ def pixel_chunk_tiles(Q, K, blocks, stride, threads):
     of the plane (samples x groups x channel blocks), a chunk's index advancing every ``stride`` items in the
     loop's order (the blocks, when they are innermost, or 1), split over ``threads``.
 
-    By default the plane is cut into chunks of ``K`` to 2K - 1 tiles, as equal as they come (a chunk's input
-    stays in cache while the blocks read it). Where that leaves the busiest thread more than 3% above the
-    mean, the size from 1 to 2K - 1 tiles that gives it the fewest tiles is taken (an item counting as a
-    tenth of a tile, larger chunks on ties): a fixed size with a longer last chunk gave one thread up to a
-    third more work than the other at 2 threads (MobileNet-V2's 14x14 layers: 54 items of 8, 8 and 12
-    tiles, the last chunk's 18 all on one thread), and planes with few blocks have few items to share."""
+    By default a chunk is k = ceil(Q / floor(Q / K)) tiles (K to 2K - 1 where Q >= K; the last chunk the
+    remainder), so a chunk's input stays in cache while the blocks read it. Where that leaves the busiest
+    thread more than 3% above the mean, the size from 1 to 2K - 1 tiles that gives it the fewest tiles is
+    taken (an item counting as a tenth of a tile, larger chunks on ties): fixed chunks of K with a longer last
+    one gave one thread up to a third more work than the other at 2 threads (MobileNet-V2's 14x14 layers: 54
+    items of 8, 8 and 12 tiles, the last chunk's 18 all on one thread), and planes with few blocks have few
+    items to share."""
     k = min(K, Q)
-    k = -(-Q // max(1, Q // k))  # floor(Q / K) equal chunks
+    k = -(-Q // max(1, Q // k))
     if threads <= 1:
         return k
     total = blocks * Q
@@ -201,8 +211,8 @@ def pixel_chunk_tiles(Q, K, blocks, stride, threads):
         items = blocks * -(-Q // kk)
         cost = 0
         for t in range(threads):
-            cost = max(cost, 10 * _thread_tiles(Q, kk, items, stride, threads, t) + (t + 1) * items // threads
-                       - t * items // threads)
+            lo, hi = thread_items(items, threads, t)
+            cost = max(cost, 10 * _thread_tiles(Q, kk, items, stride, threads, t) + hi - lo)
         if best < 0 or cost < best:
             best_k, best = kk, cost
     return best_k

@@ -1245,43 +1245,73 @@ def test_upsample_c16(shape, scale):
 
 
 def _split_by_simulation(q, k, blocks, stride, threads):
-    """Tiles per thread, item by item: the plane's chunks of k tiles (the last shorter) in the loop's order
-    (a chunk's index advancing every `stride` items), the range cut evenly as Numba cuts a parallel loop."""
+    """Tiles per thread, item by item: the plane's chunks of k tiles (the last the remainder) in the loop's
+    order (a chunk's index advancing every `stride` items), each item on the thread Numba runs it on."""
     nch = -(-q // k)
     items = blocks * nch
     per_item = [min(k, q - ((i // stride) % nch) * k) for i in range(items)]
-    return [sum(per_item[t * items // threads:(t + 1) * items // threads]) for t in range(threads)]
+    owner = _thread_of_each_iteration(items, threads)
+    return [sum(p for p, o in zip(per_item, owner) if o == t) for t in range(threads)]
 
 
-@pytest.mark.parametrize("threads", [2, 3, 8])
-def test_blocked_convolution_work_items_cover_the_plane_and_balance_the_threads(threads):
-    """`pixel_chunk_tiles` (the blocked convolution's chunk of a plane per work item) covers every tile once,
-    keeps the default chunks (K to 2K - 1 tiles) where they leave the busiest thread within 3% of the mean,
-    and otherwise takes the size that leaves it the fewest tiles (an item counting a tenth of a tile),
-    checked against an item-by-item simulation of every size. MobileNet-V2's 14x14 expansion (28 tiles,
-    18 blocks innermost): 288 vs 216 tiles on 2 threads before."""
+def _thread_of_each_iteration(n, threads):
+    """Which thread runs each iteration of a parallel loop of n (Numba's own split, observed)."""
+    import numba
+
+    if "owners" not in _OWNERS:
+        @numba.njit(parallel=True)
+        def owners(n):
+            out = np.empty(n, np.int64)
+            for i in numba.prange(n):
+                out[i] = numba.get_thread_id()
+            return out
+        _OWNERS["owners"] = owners
+    key = (n, threads)
+    if key not in _OWNERS:
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            _OWNERS[key] = list(_OWNERS["owners"](n))
+        finally:
+            numba.set_num_threads(before)
+    return _OWNERS[key]
+
+
+_OWNERS: dict = {}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocked_convolution_work_items_balance_the_threads(threads):
+    """`pixel_chunk_tiles` (the blocked convolution's chunk of a plane per work item) keeps the default chunks
+    where they leave the busiest thread within 3% of the mean, and otherwise takes the size that leaves it the
+    fewest tiles (an item counting a tenth of a tile), checked against each size's split as Numba runs it:
+    which thread ran each item is observed here, not modelled. MobileNet-V2's 14x14 expansion (28 tiles, 18
+    blocks innermost): 288 vs 216 tiles on 2 threads before."""
     rng = np.random.default_rng(threads)
-    shapes = [(28, 8, 18, 18), (28, 8, 8, 1), (7, 8, 5, 1), (7, 8, 1, 1), (1792, 8, 1, 1), (1, 8, 3, 3)]
-    shapes += [(int(rng.integers(1, 300)), int(rng.integers(1, 20)), int(b), 1) for b in rng.integers(1, 40, 30)]
-    shapes += [(q, k, b, b) for q, k, b, _ in shapes[-30:]]  # the same with the blocks innermost
+    shapes = [(28, 8, 18, 18), (28, 8, 8, 1), (7, 8, 5, 1), (7, 8, 1, 1), (97, 8, 1, 1), (28, 8, 5, 5),
+              (144, 8, 3, 3), (1, 8, 3, 3)]
+    shapes += [(int(rng.integers(1, 120)), int(rng.integers(1, 12)), int(b), 1) for b in rng.integers(1, 12, 20)]
+    shapes += [(q, k, b, b) for q, k, b, _ in shapes[-20:]]  # the same with the blocks innermost
     for q, k_max, blocks, stride in shapes:
         k = cpu_conv.pixel_chunk_tiles(q, k_max, blocks, stride, threads)
+        default = -(-q // max(1, q // min(k_max, q)))
+        if threads == 1:
+            assert k == default
+            continue
         assert 1 <= k <= min(q, 2 * k_max - 1)
-        split = _split_by_simulation(q, k, blocks, stride, threads)
-        assert sum(split) == blocks * q  # every tile of every block once
-        assert split == [cpu_conv._thread_tiles(q, k, blocks * -(-q // k), stride, threads, t) for t in range(threads)]
 
         def cost(kk):
-            nch_items = blocks * -(-q // kk)
-            return max(10 * s + (t + 1) * nch_items // threads - t * nch_items // threads
-                       for t, s in enumerate(_split_by_simulation(q, kk, blocks, stride, threads)))
-        default = -(-q // max(1, q // min(k_max, q)))
+            split = _split_by_simulation(q, kk, blocks, stride, threads)
+            owner = _thread_of_each_iteration(blocks * -(-q // kk), threads)
+            return max(10 * s + owner.count(t) for t, s in enumerate(split))
         if max(_split_by_simulation(q, default, blocks, stride, threads)) * threads * 100 <= blocks * q * 103:
             assert k == default
         else:
             costs = {kk: cost(kk) for kk in range(1, min(q, 2 * k_max - 1) + 1)}
             assert k == max(kk for kk, c in costs.items() if c == min(costs.values()))  # larger chunks on ties
-    assert max(_split_by_simulation(28, cpu_conv.pixel_chunk_tiles(28, 8, 18, 18, 2), 18, 18, 2)) == 252
+    if threads == 2:
+        assert max(_split_by_simulation(28, cpu_conv.pixel_chunk_tiles(28, 8, 18, 18, 2), 18, 18, 2)) == 252
+        assert max(_split_by_simulation(97, cpu_conv.pixel_chunk_tiles(97, 8, 1, 1, 2), 1, 1, 2)) == 49
 
 
 def test_silu16_matches_numpy_and_the_activation_pass():
