@@ -180,10 +180,10 @@ def _peak_rss_kb(*args) -> int:
 
 def test_streaming_run_keeps_flat_memory(tmp_path):
     """`cnnc run --input big.npy --output y.npy` over N and 8N samples: the peak memory of the process is
-    the same, although 8N reads 56 MB more input and writes 112 MB more output. (Inputs are read a batch
+    the same, although 8N reads 28 MB more input and writes 56 MB more output. (Inputs are read a batch
     at a time, outputs written as they come; a run that held either, or mapped the input, would grow by
-    at least 56 MB.)"""
-    n = 2048
+    at least 28 MB.)"""
+    n = 1024
     spec = tmp_path / "wide.cnn"
     spec.write_text(WIDE)
     big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(8 * n, 1, 32, 32))
@@ -196,7 +196,7 @@ def test_streaming_run_keeps_flat_memory(tmp_path):
     common = ["--batch-size", "64", "--threads", "1"]
     small = _peak_rss_kb("run", spec, "-i", tmp_path / "small.npy", "-o", tmp_path / "small_y.npy", *common)
     large = _peak_rss_kb("run", spec, "-i", tmp_path / "big.npy", "-o", tmp_path / "big_y.npy", *common)
-    extra_input_kb = 7 * n * 32 * 32 * 4 // 1024  # 56 MB
+    extra_input_kb = 7 * n * 32 * 32 * 4 // 1024  # 28 MB
     assert large - small < extra_input_kb // 4, (small, large)  # measured: within 1 MB
     y_small, y_big = np.load(tmp_path / "small_y.npy"), np.load(tmp_path / "big_y.npy", mmap_mode="r")
     assert y_small.shape == (n, 2, 32, 32) and y_big.shape == (8 * n, 2, 32, 32)
