@@ -168,18 +168,23 @@ def thread_items(items, threads, t):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _thread_tiles(Q, k, items, stride, threads, t):
-    """Tiles thread ``t`` computes when ``items`` work items (chunks of ``k`` tiles of a ``Q``-tile plane, the
-    last one the remainder; a chunk's index advancing every ``stride`` items) are split over ``threads``
-    (``thread_items``)."""
+def _busiest_thread(Q, k, blocks, stride, threads, item_cost):
+    """The most any thread gets, as 10 x its tiles + ``item_cost`` x its items, when a plane of ``Q`` tiles is
+    cut into chunks of ``k`` (the last one the remainder), each chunk ``blocks`` work items, a chunk's index
+    advancing every ``stride`` items, and the items are split over ``threads`` (``thread_items``)."""
     nch = -(-Q // k)
     short = k - (Q - (nch - 1) * k)  # tiles the last chunk lacks
-    lo, hi = thread_items(items, threads, t)
+    items = blocks * nch
     period = stride * nch
-    # items before x that are a last chunk: whole periods, then those past (nch - 1) * stride in the last
-    last_lo = lo // period * stride + max(0, lo % period - (nch - 1) * stride)
-    last_hi = hi // period * stride + max(0, hi % period - (nch - 1) * stride)
-    return (hi - lo) * k - (last_hi - last_lo) * short
+    worst = 0
+    for t in range(threads):
+        lo, hi = thread_items(items, threads, t)
+        # items before x that are a last chunk: whole periods, then those past (nch - 1) * stride in the last
+        last_lo = lo // period * stride + max(0, lo % period - (nch - 1) * stride)
+        last_hi = hi // period * stride + max(0, hi % period - (nch - 1) * stride)
+        tiles = (hi - lo) * k - (last_hi - last_lo) * short
+        worst = max(worst, 10 * tiles + item_cost * (hi - lo))
+    return worst
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -197,22 +202,11 @@ def pixel_chunk_tiles(Q, K, blocks, stride, threads):
     items to share."""
     k = min(K, Q)
     k = -(-Q // max(1, Q // k))
-    if threads <= 1:
-        return k
-    total = blocks * Q
-    worst = 0
-    items = blocks * -(-Q // k)
-    for t in range(threads):
-        worst = max(worst, _thread_tiles(Q, k, items, stride, threads, t))
-    if worst * threads * 100 <= total * 103:
+    if threads <= 1 or _busiest_thread(Q, k, blocks, stride, threads, 0) * threads * 100 <= 10 * blocks * Q * 103:
         return k
     best_k, best = k, -1
     for kk in range(min(Q, 2 * K - 1), 0, -1):
-        items = blocks * -(-Q // kk)
-        cost = 0
-        for t in range(threads):
-            lo, hi = thread_items(items, threads, t)
-            cost = max(cost, 10 * _thread_tiles(Q, kk, items, stride, threads, t) + hi - lo)
+        cost = _busiest_thread(Q, kk, blocks, stride, threads, 1)
         if best < 0 or cost < best:
             best_k, best = kk, cost
     return best_k
