@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from .errors import CnncError, Diagnostic
+from .runtime.memory import return_freed_memory
 
 
 def _status_mb(field: str) -> float | None:
@@ -54,10 +55,12 @@ def interleaved(fns: list, warmup: int, repeat: int, blocks: int = 3) -> tuple[l
     burst of load on a shared machine so hits them alike, while no engine is timed right after another's
     threads (which keep spinning for a while after their last run). Returns each engine's times and the
     peak memory its warm-up runs add (MB: the highest resident size during them minus the size before;
-    first runs allocate arenas and workspaces); engines are built (weights loaded, cnnc's kernels loaded)
-    before. Peaks are None where Linux's counter is missing."""
+    first runs allocate arenas and workspaces; the heap's free memory is handed back to the system first, so
+    that a run reusing memory its engine freed while building still counts); engines are built (weights
+    loaded, cnnc's kernels loaded) before. Peaks are None where Linux's counter is missing."""
     peaks: list[float | None] = []
     for fn in fns:
+        return_freed_memory()
         base = rss_mb()
         reset = reset_peak_rss()
         for _ in range(max(1, warmup)):

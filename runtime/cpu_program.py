@@ -23,8 +23,8 @@ from .cpu import tensor as _ten
 from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
 from .cpu.ops import ConvPlan, ConvTransposeC16, ConvTransposePlan, concat_into
 from .executor import PlanError
-from .memory import (VIEW_OPS, MemoryLimitError, blocked_tensors, check_fits, plan_memory, slice_of, storage_owner,
-                     storage_shape, tensor_halos, workspace_key)
+from .memory import (VIEW_OPS, MemoryLimitError, blocked_tensors, check_fits, plan_memory, return_freed_memory,
+                     slice_of, storage_owner, storage_shape, tensor_halos, workspace_key)
 
 
 def _f32(a) -> np.ndarray:
@@ -121,16 +121,6 @@ def _binary_into(a: np.ndarray, b: np.ndarray, op: int, out: np.ndarray, act=(AC
         _elt.activation_kernel(out.reshape(-1), *act, out.reshape(-1))
 
 
-def _return_freed_memory() -> None:
-    """Hand memory freed inside the C heap back to the system (glibc keeps it otherwise: binding frees
-    as much as the weights weigh). A no-op where glibc's malloc_trim is missing."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 _workers_flushed = False
 
 
@@ -188,12 +178,12 @@ class CpuProgram:
                     if last_reader[name] == i:
                         weights.pop(name, None)
             if untrimmed > 1 << 22:  # (glibc keeps freed temporaries resident: they added up to 2x the weights)
-                _return_freed_memory()
+                return_freed_memory()
                 untrimmed = 0
         # concat steps of the placement of batches over one (the other steps are the same in both)
         self.copying_runners = [self._bind_concat(step, self.modes[False].slices) if step["op"] == "concat"
                                 else runner for step, runner in zip(plan["steps"], self.runners)]
-        _return_freed_memory()  # the unpacked and unfolded weight copies made while binding
+        return_freed_memory()  # the unpacked and unfolded weight copies made while binding
         self._per_batch: dict[int, tuple] = {}
         _flush_denormals_once()
 
@@ -551,7 +541,7 @@ class CpuProgram:
             return
         self.run({i["name"]: np.zeros((1, *i["shape"]), np.float32) for i in self.plan["inputs"]})
         self.release()
-        _return_freed_memory()
+        return_freed_memory()
 
     def release(self) -> None:
         """Free the arena and scratch of the batch size run last (the next run allocates them again)."""

@@ -326,3 +326,14 @@ def check_fits(needed: int, batch: int, limit: int | None) -> None:
             return
     if needed > limit:
         raise MemoryLimitError(needed, limit, batch)
+
+
+def return_freed_memory() -> None:
+    """Hand memory freed inside the C heap back to the system. glibc keeps it resident otherwise: binding
+    frees as much as the weights weigh, and a later peak of resident memory would not count a run that reuses
+    it. A no-op where glibc's malloc_trim is missing."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

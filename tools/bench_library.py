@@ -35,6 +35,7 @@ def peak_child(engine: str, model_path: str, batch: int, threads: int) -> None:
     import numpy as np
 
     from cnnc.bench import peak_rss_mb, reset_peak_rss, rss_mb
+    from cnnc.runtime.memory import return_freed_memory
     if engine == "cnnc":
         from cnnc import load
         model = load(model_path, threads=threads)
@@ -48,12 +49,13 @@ def peak_child(engine: str, model_path: str, batch: int, threads: int) -> None:
         sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
         name, shape = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[1:]
         run = lambda x: sess.run(None, {name: x})  # noqa: E731
-    built = rss_mb()
+    x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)  # the caller's, not the run's
     build_peak = peak_rss_mb()
+    return_freed_memory()  # what building freed must not hide what the runs allocate
+    built = rss_mb()
     # Peak of the runs alone: building may peak higher (cnnc packs weights, then frees the unpacked copies).
     if not reset_peak_rss():
         raise SystemExit("needs Linux's /proc/self/clear_refs to measure the runs' peak")
-    x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
     for _ in range(5):
         run(x)
     run_peak = peak_rss_mb()
@@ -163,8 +165,10 @@ def render(results: dict, meta: dict) -> str:
                  "file (a `.cnnplan` with the weights bundled; the `.onnx` export of the same weights) and running "
                  "the batch five times: *process "
                  "peak* is its peak resident memory, building included (VmHWM: libraries, weights, packing, "
-                 "activations); *run* is the peak during the runs minus the resident memory once the engine was built "
-                 "(activations and workspace: both engines load their kernels while building).")
+                 "activations); *run* is the peak during the runs minus the resident memory once the engine was built, "
+                 "the input made and the C heap's free memory handed back to the system (`malloc_trim`: a run that "
+                 "reuses memory its engine freed while building would otherwise count nothing) -- activations and "
+                 "workspace, as both engines load their kernels while building.")
     lines.append("")
     for batch, peers in sorted(ratios.items()):
         parts = [f"{peer} {math.exp(sum(map(math.log, v)) / len(v)):.2f}" for peer, v in peers.items()]
