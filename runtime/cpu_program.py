@@ -20,7 +20,7 @@ from .cpu import pool as _pool
 from .cpu import c16 as _c16
 from .cpu._fpenv import DenormalsFlushed, flush_denormals_in_workers
 from .cpu import tensor as _ten
-from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE
+from .cpu._act import ACTIVATIONS, ACT_CLIP, ACT_NONE, ACT_SILU
 from .cpu.ops import ConvPlan, ConvTransposeC16, ConvTransposePlan, concat_into
 from .executor import PlanError
 from .memory import (VIEW_OPS, MemoryLimitError, blocked_tensors, check_fits, plan_memory, return_freed_memory,
@@ -391,8 +391,10 @@ class CpuProgram:
                                     f"{list(halo)}, expected its padding {list(a['pads'])}")
                 h, w, pt, pl = h + halo[0] + halo[2], w + halo[1] + halo[3], 0, 0
 
+            kernel = _c16.depthwise_c16_silu_kernel if act[0] == ACT_SILU else _c16.depthwise_c16_kernel
+
             def run_depthwise(xs, out, s):
-                _c16.depthwise_c16_kernel(xs[0].flat, h, w, w16, b16, sh, sw, pt, pl, dh, dw, *act, out.flat, oh, ow)
+                kernel(xs[0].flat, h, w, w16, b16, sh, sw, pt, pl, dh, dw, *act, out.flat, oh, ow)
             return run_depthwise
         conv = ConvPlan(weight, bias, a["stride"], a["pads"], a["dilation"], a["groups"], *act)
         conv.prepare((1, *x_shape), layouts=(in_c16, out_c16))

@@ -794,9 +794,11 @@ def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
     assert_close(cpu_c16.from_c16(out, c), np.maximum(ref, 0))
 
 
+@pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_silu_kernel"])
 @pytest.mark.parametrize("act", ["none", "relu", "relu6", "silu"])
 @pytest.mark.parametrize("n,c,h,w,k,stride,pad", [(1, 32, 6, 19, 3, 1, 1), (2, 16, 7, 7, 3, 2, 1)])
-def test_depthwise_c16_activation_in_registers(act, n, c, h, w, k, stride, pad):
+def test_depthwise_c16_activation_in_registers(kernel, act, n, c, h, w, k, stride, pad):
+    """Both variants compute every activation (the second applies SiLU row by row, the first per tile)."""
     x = rand(n, c, h, w, scale=4.0)  # spans relu6's clip at 6
     wt = rand(c, 1, k, k)
     bias = rand(c)
@@ -808,8 +810,8 @@ def test_depthwise_c16_activation_in_registers(act, n, c, h, w, k, stride, pad):
     oh, ow = ref.shape[2:]
     out = np.full((n, cpu_c16.blocks(c), oh, ow, 16), np.nan, np.float32)
     code = 0 if act == "none" else cpu.ACTIVATIONS[act]  # 0: no activation
-    cpu_c16.depthwise_c16_kernel(cpu_c16.to_c16(x).reshape(-1), h, w, w16, b16, stride, stride, pad, pad, 1, 1,
-                                 code, 0.0, 0.0, out.reshape(-1), oh, ow)
+    getattr(cpu_c16, kernel)(cpu_c16.to_c16(x).reshape(-1), h, w, w16, b16, stride, stride, pad, pad, 1, 1,
+                             code, 0.0, 0.0, out.reshape(-1), oh, ow)
     assert_close(cpu_c16.from_c16(out, c), expected)
 
 
