@@ -28,10 +28,13 @@ MEMORY_SAMPLES = 3  # fresh processes per engine and batch size; the table shows
 MODELS = ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0"]
 
 
-def peak_child(engine: str, model_path: str, batch: int, threads: int) -> None:
+def peak_child(engine: str, model_path: str, batch: int, threads: int, measure: str) -> None:
     """In a fresh process: build one engine from its model file (a .cnnplan with its weights bundled, or the
-    .onnx file), run the batch 5 times, print the process's peak resident memory (VmHWM) and its resident
-    memory once the engine was built, in MB, as JSON."""
+    .onnx file), run the batch 5 times and print, in MB as JSON, with ``measure`` == "process" the process's
+    peak resident memory (VmHWM), building included, as a user's process has it; with "run" the peak during
+    the runs and the resident memory before them, once the input was made and the C heap's freed memory handed
+    back to the system (a run reusing what its engine freed while building would otherwise count nothing; that
+    hand-back also lowers the process's later resident size, hence a process of each kind)."""
     import numpy as np
 
     from cnnc.bench import peak_rss_mb, reset_peak_rss, rss_mb
@@ -50,16 +53,18 @@ def peak_child(engine: str, model_path: str, batch: int, threads: int) -> None:
         name, shape = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[1:]
         run = lambda x: sess.run(None, {name: x})  # noqa: E731
     x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)  # the caller's, not the run's
-    build_peak = peak_rss_mb()
-    return_freed_memory()  # what building freed must not hide what the runs allocate
+    if measure == "process":
+        for _ in range(5):
+            run(x)
+        print(json.dumps({"peak_mb": peak_rss_mb()}))
+        return
+    return_freed_memory()
     built = rss_mb()
-    # Peak of the runs alone: building may peak higher (cnnc packs weights, then frees the unpacked copies).
-    if not reset_peak_rss():
+    if not reset_peak_rss():  # the runs' own peak (building may peak higher: cnnc packs weights, then frees)
         raise SystemExit("needs Linux's /proc/self/clear_refs to measure the runs' peak")
     for _ in range(5):
         run(x)
-    run_peak = peak_rss_mb()
-    print(json.dumps({"built_mb": built, "run_peak_mb": run_peak, "peak_mb": max(build_peak, run_peak)}))
+    print(json.dumps({"built_mb": built, "run_peak_mb": peak_rss_mb()}))
 
 
 def peak_memory(model: str, batches: list[int], threads: int) -> dict:
@@ -77,26 +82,29 @@ def peak_memory(model: str, batches: list[int], threads: int) -> dict:
                      ["export", spec, "-o", paths["onnxruntime"], "--weights", weights]):
             subprocess.run([sys.executable, "-m", "cnnc", *args], check=True, capture_output=True)
         for engine in ("cnnc", "onnxruntime"):  # unmeasured: a kernel missing from Numba's cache compiles here
-            subprocess.run([sys.executable, __file__, "--peak-child", engine, paths[engine], "1", str(threads)],
-                           capture_output=True)
+            subprocess.run([sys.executable, __file__, "--peak-child", engine, paths[engine], "1", str(threads),
+                            "process"], capture_output=True)
         for batch in batches:
             for engine in ("cnnc", "onnxruntime"):
-                samples = []
-                for _ in range(MEMORY_SAMPLES):  # the resident-size counters of one process vary by a few MB
-                    r = subprocess.run([sys.executable, __file__, "--peak-child", engine, paths[engine], str(batch),
-                                        str(threads)], capture_output=True, text=True)
-                    if r.returncode == 0:
-                        samples.append(json.loads(r.stdout.strip().splitlines()[-1]))
-                if samples:
-                    out.setdefault(str(batch), {})[engine] = {
-                        key: statistics.median(s[key] for s in samples) for key in samples[0]}
+                figures = {}
+                for measure in ("process", "run"):
+                    samples = []
+                    for _ in range(MEMORY_SAMPLES):  # the resident-size counters of one process vary by a few MB
+                        r = subprocess.run([sys.executable, __file__, "--peak-child", engine, paths[engine],
+                                            str(batch), str(threads), measure], capture_output=True, text=True)
+                        if r.returncode == 0:
+                            samples.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                    if samples:
+                        figures.update({key: statistics.median(s[key] for s in samples) for key in samples[0]})
+                if {"peak_mb", "run_peak_mb"} <= set(figures):
+                    out.setdefault(str(batch), {})[engine] = figures
     return out
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--peak-child":
-        engine, model_path, batch, threads = sys.argv[2:6]
-        peak_child(engine, model_path, int(batch), int(threads))
+        engine, model_path, batch, threads, measure = sys.argv[2:7]
+        peak_child(engine, model_path, int(batch), int(threads), measure)
         return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch-sizes", default="1,16")
@@ -104,9 +112,21 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--memory-only", action="store_true",
+                    help="keep the timings of benchmarks/results.json and measure the memory again")
     args = ap.parse_args()
+    out = ROOT / "benchmarks" / "results.json"
     results = {}
-    for model in args.models.split(","):
+    if args.memory_only:
+        previous = json.loads(out.read_text())
+        meta = previous["meta"]
+        for model in args.models.split(","):
+            results[model] = previous["models"][model]
+            results[model]["peak_memory"] = peak_memory(model, [int(b) for b in args.batch_sizes.split(",")],
+                                                        meta["threads"])
+            print(f"{model}: memory measured", file=sys.stderr)
+        meta["memory_date"] = time.strftime("%Y-%m-%d")
+    for model in [] if args.memory_only else args.models.split(","):
         cmd = [sys.executable, "-m", "cnnc", "bench", str(ROOT / "specs" / f"{model}.cnn"), "--compare",
                "onnxruntime,torch", "--batch-size", args.batch_sizes, "--repeat", str(args.repeat), "--warmup",
                str(args.warmup), "--threads", str(args.threads), "--format", "json"]
@@ -119,10 +139,10 @@ def main() -> int:
         results[model]["peak_memory"] = peak_memory(model, [int(b) for b in args.batch_sizes.split(",")],
                                                     args.threads)
         print(f"{model}: done in {time.time() - t0:.0f} s", file=sys.stderr)
-    out = ROOT / "benchmarks" / "results.json"
     out.parent.mkdir(exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "repeat": args.repeat,
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+    if not args.memory_only:
+        meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "repeat": args.repeat,
+                "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
     out.write_text(json.dumps({"meta": meta, "models": results}, indent=1) + "\n")
     table = render(results, meta)
     replace_block("bench", table)
@@ -165,10 +185,11 @@ def render(results: dict, meta: dict) -> str:
                  "file (a `.cnnplan` with the weights bundled; the `.onnx` export of the same weights) and running "
                  "the batch five times: *process "
                  "peak* is its peak resident memory, building included (VmHWM: libraries, weights, packing, "
-                 "activations); *run* is the peak during the runs minus the resident memory once the engine was built, "
-                 "the input made and the C heap's free memory handed back to the system (`malloc_trim`: a run that "
-                 "reuses memory its engine freed while building would otherwise count nothing) -- activations and "
-                 "workspace, as both engines load their kernels while building.")
+                 "activations); *run*, measured in processes of its own, is the peak during the runs minus the "
+                 "resident memory once the engine was built, the input made and the C heap's free memory handed back "
+                 "to the system (`malloc_trim`: a run that reuses memory its engine freed while building would "
+                 "otherwise count nothing) -- activations and workspace, as both engines load their kernels while "
+                 "building.")
     lines.append("")
     for batch, peers in sorted(ratios.items()):
         parts = [f"{peer} {math.exp(sum(map(math.log, v)) / len(v)):.2f}" for peer, v in peers.items()]
