@@ -116,33 +116,32 @@ def main() -> int:
                     help="keep the timings of benchmarks/results.json and measure the memory again")
     args = ap.parse_args()
     out = ROOT / "benchmarks" / "results.json"
-    results = {}
-    if args.memory_only:
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    if args.memory_only:  # the other models' rows stay as they were
         previous = json.loads(out.read_text())
-        meta = previous["meta"]
-        for model in args.models.split(","):
-            results[model] = previous["models"][model]
-            results[model]["peak_memory"] = peak_memory(model, [int(b) for b in args.batch_sizes.split(",")],
-                                                        meta["threads"])
-            print(f"{model}: memory measured", file=sys.stderr)
+        meta, results = previous["meta"], previous["models"]
         meta["memory_date"] = time.strftime("%Y-%m-%d")
-    for model in [] if args.memory_only else args.models.split(","):
-        cmd = [sys.executable, "-m", "cnnc", "bench", str(ROOT / "specs" / f"{model}.cnn"), "--compare",
-               "onnxruntime,torch", "--batch-size", args.batch_sizes, "--repeat", str(args.repeat), "--warmup",
-               str(args.warmup), "--threads", str(args.threads), "--format", "json"]
-        t0 = time.time()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            print(f"{model}: failed\n{r.stderr}", file=sys.stderr)
-            continue
-        results[model] = json.loads(r.stdout)
-        results[model]["peak_memory"] = peak_memory(model, [int(b) for b in args.batch_sizes.split(",")],
-                                                    args.threads)
-        print(f"{model}: done in {time.time() - t0:.0f} s", file=sys.stderr)
-    out.parent.mkdir(exist_ok=True)
-    if not args.memory_only:
+        missing = [m for m in args.models.split(",") if m not in results]
+        if missing:
+            raise SystemExit(f"--memory-only: {out} has no timings for {', '.join(missing)}")
+    else:
         meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "repeat": args.repeat,
                 "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+        results = {}
+    for model in args.models.split(","):
+        t0 = time.time()
+        if not args.memory_only:
+            cmd = [sys.executable, "-m", "cnnc", "bench", str(ROOT / "specs" / f"{model}.cnn"), "--compare",
+                   "onnxruntime,torch", "--batch-size", args.batch_sizes, "--repeat", str(args.repeat), "--warmup",
+                   str(args.warmup), "--threads", str(args.threads), "--format", "json"]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode:
+                print(f"{model}: failed\n{r.stderr}", file=sys.stderr)
+                continue
+            results[model] = json.loads(r.stdout)
+        results[model]["peak_memory"] = peak_memory(model, batches, meta["threads"])
+        print(f"{model}: done in {time.time() - t0:.0f} s", file=sys.stderr)
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "models": results}, indent=1) + "\n")
     table = render(results, meta)
     replace_block("bench", table)
