@@ -356,13 +356,11 @@ def _make_blocked_core(OCB, TP, SHUFFLED, HALF):
                     if astride == 16:
                         _store_tile_c16(of, acc, 16, 1, TP, OCB, b, OB, n * osample, PS, ps16, bias, res, has_res,
                                         first, count, lo, hi)
-                        if silu_stores:
-                            _silu_tile_c16(of, 1, OCB, b, OB, n * osample, PS, ps16, has_res, first, count)
                     else:
                         _store_tile_c16(of, acc, OCB, OCB // 16, TP, OCB, b, OB, n * osample, PS, ps16, bias, res,
                                         has_res, first, count, lo, hi)
-                        if silu_stores:
-                            _silu_tile_c16(of, OCB // 16, OCB, b, OB, n * osample, PS, ps16, has_res, first, count)
+                    if silu_stores:  # (reads memory, not the tile: the halves need not be literals here)
+                        _silu_tile_c16(of, astride // 16, OCB, b, OB, n * osample, PS, ps16, has_res, first, count)
                 elif SHUFFLED:  # channel planes: the tile transposed in registers, each channel's pixels stored
                     # as one vector (only pixels not stored before: each with its residual, read first)
                     first = p0 - ps
