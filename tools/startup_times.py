@@ -1,6 +1,6 @@
 """Measure cnnc's start-up (cold and warm Numba cache) and steady-state latency; write the README table.
 
-    python tools/startup_times.py [--models resnet18,resnet50] [--threads 2]
+    python tools/startup_times.py [--models resnet18,resnet50] [--threads 2]   (default: the eight ImageNet models)
 
 Cold: `cnnc run specs/MODEL.cnn` with a fresh, empty NUMBA_CACHE_DIR (every kernel compiles). Warm: the
 same command again (kernels load from that cache). Both are whole-process wall times: Python start,
@@ -32,7 +32,8 @@ def timed_run(cmd: list[str], env: dict) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="resnet18,resnet50")
+    ap.add_argument("--models", default="alexnet,vgg16,googlenet,resnet18,resnet50,densenet121,mobilenet_v2,"
+                                        "efficientnet_b0")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     rows = []
@@ -47,7 +48,7 @@ def main() -> int:
                                     "--repeat", "20", "--format", "json"], env=env, check=True, capture_output=True,
                                    text=True)
             steady = json.loads(bench.stdout)["results"][0]["median_ms"]
-        rows.append(f"| {model} | {cold:.1f} s | {warm:.1f} s | {steady:.0f} ms |")
+        rows.append(f"| {model} | {cold:.1f} s | {warm:.1f} s | {steady:.{1 if steady < 10 else 0}f} ms |")
         print(rows[-1], file=sys.stderr)
     table = "\n".join([
         f"Measured {time.strftime('%Y-%m-%d')} by `tools/startup_times.py` ({args.threads} threads, batch 1).", "",

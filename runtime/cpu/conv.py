@@ -210,11 +210,13 @@ def pixel_chunk_tiles(Q, K, blocks, stride, threads):
     items to share."""
     k = min(K, Q)
     k = -(-Q // max(1, Q // k))
-    if threads <= 1 or _busiest_thread(Q, k, blocks, stride, threads, 0) * threads * 100 <= 10 * blocks * Q * 103:
+    if threads <= 1:
+        return k
+    if _busiest_thread(Q, k, blocks, stride, threads, np.int64(0)) * threads * 100 <= 10 * blocks * Q * 103:
         return k
     best_k, best = k, -1
     for kk in range(min(Q, 2 * K - 1), 0, -1):
-        cost = _busiest_thread(Q, kk, blocks, stride, threads, 1)
+        cost = _busiest_thread(Q, kk, blocks, stride, threads, np.int64(1))  # (not a literal: see _plain_constants)
         if best < 0 or cost < best:
             best_k, best = kk, cost
     return best_k
@@ -590,7 +592,7 @@ def _make_pointwise_kernel(PW_MR, PW_PV):
                             for v in range(v0, PW_PV):
                                 stg[k * PW_PV + v] += res[U(o + v)]
                     if act != 0:
-                        act_range(stg, 0, PW_MR * PW_PV, act, act_a, act_b)
+                        act_range(stg, np.int64(0), PW_MR * PW_PV, act, act_a, act_b)
                     for k in range(nv):
                         o = (n * COUT + bb + k) * P + p0
                         for v in range(v0, PW_PV):
@@ -603,6 +605,13 @@ conv2d_pointwise_kernel = _make_pointwise_kernel(PW_MR, PW_PV)
 
 
 PAD_BAND_BYTES = 1 << 19  # the zero-bordered copy of a padded convolution's input is made this much at a time
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _plain_constants():
+    """0, 1 and False typed int64 / bool, for calls into the big kernels: a literal argument (``0``) is typed
+    ``Literal[int](0)`` and makes Numba compile the callee once more for it, at 8-12 s a time here."""
+    return np.int64(0), np.int64(1), np.bool_(False)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -621,6 +630,7 @@ def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
     `in_place`, ``memory.banded_in_place``): a band's output rows replace input rows only after the band was
     copied, and the ``pt`` input rows above the next band, which the next band still reads, are kept aside
     (``carry``) before they are overwritten."""
+    ZERO, ONE, NO = _plain_constants()
     Wp = W + pl + pr
     span = (KH - 1) * dh + 1  # input rows one output row reads
     rows = max(1, min(OH, (PAD_BAND_BYTES // (4 * C * Wp) - span) // sh + 1))  # output rows per band
@@ -660,8 +670,9 @@ def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
                 o_band = of[n * o_sample + r0 * OW:(n + 1) * o_sample]
                 r_band = res[n * o_sample + r0 * OW:(n + 1) * o_sample] if has_res else res[:0]
                 row_off = 0
-            _conv_blocked_core(b_flat, 1, C, bh, Wp, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                               r_band, o_band, COUT, r1 - r0, OW, out_c16, row_off, hl, OHs, OWs, OH * OW, 0, 0, 0)
+            _conv_blocked_core(b_flat, ONE, C, bh, Wp, NO, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
+                               r_band, o_band, COUT, r1 - r0, OW, out_c16, row_off, hl, OHs, OWs, OH * OW, ZERO, ZERO,
+                               ZERO)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
@@ -685,12 +696,13 @@ def conv2d_blocked_kernel(x, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, a
     """
     N, C, H, W = x.shape
     _, COUT, OH, OW = out.shape
+    ZERO, ONE, NO = _plain_constants()
     if pt == 0 and pl == 0 and pb == 0 and pr == 0:
-        _conv_blocked_core(x.reshape(-1), N, C, H, W, False, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
-                           res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, OH * OW, 0, 0, 0)
+        _conv_blocked_core(x.reshape(-1), N, C, H, W, NO, wp, bias, KH, KW, sh, sw, dh, dw, act, act_a, act_b,
+                           res, out.reshape(-1), COUT, OH, OW, NO, ZERO, ZERO, OH, OW, OH * OW, ZERO, ZERO, ZERO)
     else:
         _conv_padded_in_bands(x.reshape(-1), N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, pr, dh, dw, act,
-                               act_a, act_b, res, out.reshape(-1), COUT, OH, OW, False, 0, 0, OH, OW, 0)
+                               act_a, act_b, res, out.reshape(-1), COUT, OH, OW, NO, ZERO, ZERO, OH, OW, ZERO)
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -193,7 +193,7 @@ def dense_kernel(x, w, bias, act, act_a, act_b, out):
     else:
         _dense_rows(x, w, bias, out)
     if act != 0:
-        act_range(out.reshape(-1), 0, out.size, act, act_a, act_b)
+        act_range(out.reshape(-1), np.int64(0), out.size, act, act_a, act_b)  # (a literal 0: a compile of its own)
 
 
 YOLO_PIXELS = 64  # pixels per work item of the YOLO decoder

@@ -9,6 +9,9 @@ Shapes are tiny: the run time is dominated by the first Numba compile of each ke
 
 from __future__ import annotations
 
+import ast
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -760,6 +763,37 @@ def test_each_kernel_compiles_one_signature():
     assert len(kernels) >= 15
     for k in kernels:
         assert len(k.signatures) <= 1, (k.py_func.__name__, k.signatures)
+
+
+def _njit_options(fn):
+    for d in fn.decorator_list:
+        if isinstance(d, ast.Call) and getattr(d.func, "attr", getattr(d.func, "id", None)) == "njit":
+            return {k.arg for k in d.keywords}
+    return None
+
+
+def test_jitted_calls_pass_no_literal_constants():
+    """A constant argument (``0``, ``False``) in a call from one compiled function to another is typed as a
+    literal, and Numba compiles the callee once more for it: the blocked convolution's core twice, 8-10 s
+    each on a cold cache. Calls between kernels pass typed values instead (``conv._plain_constants``,
+    ``np.int64(0)``); callees inlined by Numba (``inline="always"``) are exempt, as their constants fold."""
+    trees = [ast.parse(path.read_text()) for path in sorted(pathlib.Path(cpu_conv.__file__).parent.glob("*.py"))]
+    jitted = {node.name: _njit_options(node) for tree in trees for node in ast.walk(tree)
+              if isinstance(node, ast.FunctionDef) and _njit_options(node) is not None}
+    compiled_apart = {name for name, options in jitted.items() if "inline" not in options}
+    assert {"_conv_blocked_core", "_conv_padded_in_bands", "act_range"} <= compiled_apart
+    literal_calls = []
+    for tree in trees:
+        for caller in ast.walk(tree):
+            if not (isinstance(caller, ast.FunctionDef) and caller.name in jitted):
+                continue
+            for call in ast.walk(caller):
+                callee = getattr(getattr(call, "func", None), "id", getattr(getattr(call, "func", None), "attr", None))
+                if isinstance(call, ast.Call) and callee in compiled_apart:
+                    literal_calls += [(caller.name, callee, call.lineno, i) for i, a in enumerate(call.args)
+                                      if isinstance(a, ast.Constant)
+                                      or (isinstance(a, ast.UnaryOp) and isinstance(a.operand, ast.Constant))]
+    assert not literal_calls, literal_calls
 
 
 # ---------------------------------------------------------------------------
