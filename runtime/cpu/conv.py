@@ -660,7 +660,8 @@ def _conv_padded_in_bands(xf, N, C, H, W, wp, bias, KH, KW, sh, sw, pt, pl, pb, 
                 if r1 < OH:  # keep the rows above the next band before this band's output lands on them
                     for c in range(C):
                         src = (c * H + r1 - pt) * W
-                        carry[c * pt * W:(c + 1) * pt * W] = x_n[src:src + pt * W]
+                        for j in range(pt * W):  # (a slice assignment compiles its error message: 3 s)
+                            carry[c * pt * W + j] = x_n[src + j]
             if out_c16:  # the band's rows, found through the row offset of the halo
                 o_step = OS if OS > 0 else o_sample
                 o_band = of[n * o_step:n * o_step + o_sample]
