@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from bench_library import MODELS
 from readme_block import replace_block
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -32,8 +33,7 @@ def timed_run(cmd: list[str], env: dict) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="alexnet,vgg16,googlenet,resnet18,resnet50,densenet121,mobilenet_v2,"
-                                        "efficientnet_b0")
+    ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     rows = []

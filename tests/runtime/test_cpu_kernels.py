@@ -778,21 +778,20 @@ def test_jitted_calls_pass_no_literal_constants():
     each on a cold cache. Calls between kernels pass typed values instead (``conv._plain_constants``,
     ``np.int64(0)``); callees inlined by Numba (``inline="always"``) are exempt, as their constants fold."""
     trees = [ast.parse(path.read_text()) for path in sorted(pathlib.Path(cpu_conv.__file__).parent.glob("*.py"))]
-    jitted = {node.name: _njit_options(node) for tree in trees for node in ast.walk(tree)
-              if isinstance(node, ast.FunctionDef) and _njit_options(node) is not None}
-    compiled_apart = {name for name, options in jitted.items() if "inline" not in options}
+    jitted = [node for tree in trees for node in ast.walk(tree)  # every function njit compiles
+              if isinstance(node, ast.FunctionDef) and _njit_options(node) is not None]
+    compiled_apart = {node.name for node in jitted if "inline" not in _njit_options(node)}
     assert {"_conv_blocked_core", "_conv_padded_in_bands", "act_range"} <= compiled_apart
     literal_calls = []
-    for tree in trees:
-        for caller in ast.walk(tree):
-            if not (isinstance(caller, ast.FunctionDef) and caller.name in jitted):
+    for caller in jitted:
+        for call in ast.walk(caller):
+            if not isinstance(call, ast.Call):
                 continue
-            for call in ast.walk(caller):
-                callee = getattr(getattr(call, "func", None), "id", getattr(getattr(call, "func", None), "attr", None))
-                if isinstance(call, ast.Call) and callee in compiled_apart:
-                    literal_calls += [(caller.name, callee, call.lineno, i) for i, a in enumerate(call.args)
-                                      if isinstance(a, ast.Constant)
-                                      or (isinstance(a, ast.UnaryOp) and isinstance(a.operand, ast.Constant))]
+            callee = getattr(call.func, "id", getattr(call.func, "attr", None))
+            if callee in compiled_apart:
+                literal_calls += [(caller.name, callee, call.lineno, i) for i, a in enumerate(call.args)
+                                  if isinstance(a, ast.Constant)
+                                  or (isinstance(a, ast.UnaryOp) and isinstance(a.operand, ast.Constant))]
     assert not literal_calls, literal_calls
 
 
