@@ -33,6 +33,8 @@ def pad_source_index(i, n, mode):
 def inside_taps(start, taps, dilation, n):
     """The taps k of a window, [lo, hi), whose positions start + k * dilation lie inside [0, n): the rest
     read padding (a window entirely outside gives lo >= hi)."""
+    if dilation == 1:  # (no divisions: kernels call this for every row of output, some for every pixel)
+        return (0 if start >= 0 else min(taps, -start)), (0 if start > n - 1 else min(taps, n - start))
     lo = 0 if start >= 0 else min(taps, (dilation - 1 - start) // dilation)
     hi = 0 if start > n - 1 else min(taps, (n - 1 - start) // dilation + 1)
     return lo, hi

@@ -20,7 +20,7 @@ from numba.np.arrayobj import make_array
 from . import _act
 
 __all__ = ["add16_store", "add16_clamp_store", "add16_res_clamp_store", "clamp16_store", "clamp16_res_store",
-           "max16_store", "max2x2_16_store", "max3_16_store", "silu16", "store_tile_planes"]
+           "max16_store", "max2x2_16_store", "max3_16_store", "max3_run16", "max_window16", "silu16", "store_tile_planes"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -134,6 +134,123 @@ def max2x2_16_store(typingctx, dst, di, a, i00, i10, i01, i11):
         return context.get_dummy_value()
 
     return types.none(dst, di, a, i00, i10, i01, i11), codegen
+
+
+@intrinsic
+def max3_run16(typingctx, dst, di, x, xi, rstride, rows, count, sstep, dstep):
+    """A row of 3-wide max-pool windows of a channel-blocked plane, each column's maximum kept in a register.
+
+    For k < ``count`` (at least 1): dst[di + 16 k : +16] = the maximum of the columns c(k sstep), c(k sstep +
+    dstep), c(k sstep + 2 dstep), where c(j) is the maximum over the ``rows`` (1 to 3) input rows of
+    x[xi + j + r rstride : +16], all inside the image. The order of ``max_rows_into`` followed by
+    ``max3_16_store`` (rows first, then columns left to right), so NaNs go the same way; a row past ``rows``
+    reads an earlier one again, which changes nothing. Where the windows overlap (``sstep`` = ``dstep``, a
+    stride of 1: two of three columns; ``sstep`` = 2 ``dstep``, a stride of 2: one) the shared columns are
+    carried to the next window, so an output vector costs 3 (stride 1) or 6 (stride 2) vector loads and no
+    row buffer: the separate passes cost 6 loads and 2 stores (stride 1), 9 and 3 (stride 2). Other strides and
+    dilations read all three columns of every window."""
+    if not _typed((dst, x), (di, xi, rstride, rows, count, sstep, dstep), ()):
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        intp = context.get_value_type(types.intp)
+        di_, xi_, rstride_, rows_, count_, sstep_, dstep_ = (context.cast(builder, args[k], sig[k], types.intp)
+                                                              for k in range(1, 9) if k != 2)
+        dst_data = make_array(sig[0])(context, builder, args[0]).data
+        x_data = make_array(sig[2])(context, builder, args[2]).data
+        const = lambda v: ir.Constant(intp, v)  # noqa: E731
+        r1 = builder.select(builder.icmp_signed(">", rows_, const(1)), rstride_, const(0))
+        r2 = builder.select(builder.icmp_signed(">", rows_, const(2)), builder.add(rstride_, rstride_), r1)
+
+        def load(ptr, at):
+            return builder.load(builder.bitcast(builder.gep(ptr, [at]), _V16.as_pointer()), align=4)
+
+        def column(j):
+            ptr = builder.gep(x_data, [builder.add(xi_, j)])
+            return _max16(builder, _max16(builder, load(ptr, const(0)), load(ptr, r1)), load(ptr, r2))
+
+        def store(k, value):
+            at = builder.add(di_, builder.mul(k, const(16)))
+            builder.store(value, builder.bitcast(builder.gep(dst_data, [at]), _V16.as_pointer()), align=4)
+
+        def window(a, b, c):
+            return _max16(builder, _max16(builder, a, b), c)
+
+        # stride 1 or 2 over adjacent columns as constant offsets: with runtime steps LLVM unrolled the loop
+        # into one induction variable per load, spilled to the stack (2.5x slower)
+        c16, c32 = const(16), const(32)
+        adjacent = builder.icmp_signed("==", dstep_, c16)
+        carried_a = cgutils.alloca_once(builder, _V16)
+        carried_b = cgutils.alloca_once(builder, _V16)
+        with builder.if_else(builder.and_(adjacent, builder.icmp_signed("==", sstep_, c16))) as (stride1, other):
+            with stride1:  # columns k+1, k+2 of window k are columns k, k+1 of window k+1
+                builder.store(column(const(0)), carried_a)
+                builder.store(column(c16), carried_b)
+                with cgutils.for_range(builder, count_) as loop:
+                    a, b = builder.load(carried_a), builder.load(carried_b)
+                    c = column(builder.add(builder.mul(loop.index, c16), c32))
+                    store(loop.index, window(a, b, c))
+                    builder.store(b, carried_a)
+                    builder.store(c, carried_b)
+            with other:
+                with builder.if_else(builder.and_(adjacent, builder.icmp_signed("==", sstep_, c32))) as (stride2,
+                                                                                                         apart):
+                    with stride2:  # the last column of window k is the first of window k+1
+                        builder.store(column(const(0)), carried_a)
+                        with cgutils.for_range(builder, count_) as loop:
+                            base = builder.mul(loop.index, c32)
+                            b, c = column(builder.add(base, c16)), column(builder.add(base, c32))
+                            store(loop.index, window(builder.load(carried_a), b, c))
+                            builder.store(c, carried_a)
+                    with apart:
+                        two_d = builder.add(dstep_, dstep_)
+                        with cgutils.for_range(builder, count_) as loop:
+                            base = builder.mul(loop.index, sstep_)
+                            store(loop.index, window(column(base), column(builder.add(base, dstep_)),
+                                                     column(builder.add(base, two_d))))
+        return context.get_dummy_value()
+
+    return types.none(dst, di, x, xi, rstride, rows, count, sstep, dstep), codegen
+
+
+@intrinsic
+def max_window16(typingctx, dst, di, x, xi, rstride, rows, dstep, cols):
+    """dst[di:di+16] = the maximum over ``cols`` (1 to 3) columns x[xi + c dstep:], each column's the maximum over
+    its ``rows`` (1 to 3) rows r rstride apart: one window of ``max3_run16``'s, clipped to fewer columns (a
+    window at the image's edge). A column or row past the count reads an earlier one again, which changes
+    nothing."""
+    if not _typed((dst, x), (di, xi, rstride, rows, dstep, cols), ()):
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        intp = context.get_value_type(types.intp)
+        di_, xi_, rstride_, rows_, dstep_, cols_ = (context.cast(builder, args[k], sig[k], types.intp)
+                                                    for k in (1, 3, 4, 5, 6, 7))
+        x_data = make_array(sig[2])(context, builder, args[2]).data
+        window = None
+        for c, r in ((c, r) for c in range(3) for r in range(3)):  # rows of a column, then the next column
+            at = builder.add(xi_, builder.add(_nth(builder, intp, c, cols_, dstep_), _nth(builder, intp, r, rows_,
+                                                                                            rstride_)))
+            v = builder.load(builder.bitcast(builder.gep(x_data, [at]), _V16.as_pointer()), align=4)
+            column = v if r == 0 else _max16(builder, column, v)
+            if r == 2:
+                window = column if window is None else _max16(builder, window, column)
+        dst_data = make_array(sig[0])(context, builder, args[0]).data
+        builder.store(window, builder.bitcast(builder.gep(dst_data, [di_]), _V16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.none(dst, di, x, xi, rstride, rows, dstep, cols), codegen
+
+
+def _nth(builder, intp, k, count, step):
+    """The offset of item min(k, count - 1) of items ``step`` apart (``count`` >= 1)."""
+    if k == 0:
+        return ir.Constant(intp, 0)
+    last = builder.mul(builder.sub(count, ir.Constant(intp, 1)), step)
+    return builder.select(builder.icmp_signed(">", count, ir.Constant(intp, k)),
+                          builder.mul(step, ir.Constant(intp, k)), last)
 
 
 def _fconst(value):

@@ -1114,6 +1114,8 @@ def test_conv2d_blocked_input_rejects_padding_wider_than_its_halo():
         ((1, 16, 7, 7), 2, 1, (0, 0, 1, 1), 1, False, (0, 0, 0, 0), (1, 1, 1, 1)),  # YOLO's last: stride 1, padded
         ((1, 20, 9, 11), 2, 2, (0, 0, 0, 0), 1, True, (1, 1, 1, 1), (0, 0, 0, 0)),  # ceil mode: last window clipped
         ((1, 16, 9, 9), 2, 2, (0, 0, 0, 0), 2, False, (0, 0, 0, 0), (0, 0, 0, 0)),  # dilated 2x2
+        ((1, 16, 11, 10), 3, 3, (1, 0, 1, 0), 1, True, (1, 1, 1, 1), (0, 0, 0, 0)),  # stride 3: windows apart
+        ((2, 16, 2, 1), 3, 1, (1, 1, 1, 1), 1, False, (0, 0, 0, 0), (1, 0, 0, 1)),  # one column, clipped all round
     ],
 )
 def test_max_pool_c16(shape, k, stride, pads, dil, ceil, in_halo, out_halo):
@@ -1132,6 +1134,46 @@ def test_max_pool_c16(shape, k, stride, pads, dil, ceil, in_halo, out_halo):
                                 stride, stride, pads[0], pads[1], dil, dil, out.reshape(-1), oh, ow, out.shape[2],
                                 out.shape[3], t, l, n, xin[0].size, out[0].size)
     assert_close(cpu_c16.from_c16(np.ascontiguousarray(out[:, :, t:t + oh, l:l + ow]), c), ref)
+
+
+@pytest.mark.parametrize("k,stride,pads,ceil", [(3, 1, (1, 1, 1, 1), False), (3, 2, (0, 0, 0, 0), True),
+                                                 (3, 2, (1, 1, 1, 1), False), (2, 2, (0, 0, 0, 0), False)])
+def test_max_pool_c16_order_with_nan(k, stride, pads, ceil):
+    """With NaN, -inf and signed zeros in the input, the channel-blocked max pool keeps its documented order,
+    bit for bit: each in-image column's maximum over its in-image rows, top to bottom, then the maximum of
+    those left to right, each step ``v if v > m else m`` (a NaN first stays, a later one is passed over).
+    Windows without NaN are checked against NumPy's maximum as well."""
+    rng = np.random.default_rng(5)
+    x = rand(2, 20, 13, 12)
+    x[rng.random(x.shape) < 0.08] = np.nan
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[rng.random(x.shape) < 0.05] = -0.0
+    n, c, h, w = x.shape
+    oh = (h + pads[0] + pads[2] - k + (stride - 1 if ceil else 0)) // stride + 1
+    ow = (w + pads[1] + pads[3] - k + (stride - 1 if ceil else 0)) // stride + 1
+    cb = cpu_c16.blocks(c)
+    out = np.empty((n, cb, oh, ow, 16), np.float32)
+    cpu_c16.max_pool_c16_kernel(cpu_c16.to_c16(x).reshape(-1), cb, h, w, 0, 0, h, w, k, k, stride, stride, pads[0],
+                                pads[1], 1, 1, out.reshape(-1), oh, ow, oh, ow, 0, 0, n, cb * h * w * 16,
+                                cb * oh * ow * 16)
+    blocked = cpu_c16.from_c16(out, c)
+
+    def fold(values):
+        m = values[0]
+        for v in values[1:]:
+            m = np.where(v > m, v, m)
+        return m
+
+    expected = np.empty_like(blocked)
+    for i, j in np.ndindex(oh, ow):
+        rows = [r for r in range(i * stride - pads[0], i * stride - pads[0] + k) if 0 <= r < h]
+        cols = [q for q in range(j * stride - pads[1], j * stride - pads[1] + k) if 0 <= q < w]
+        expected[:, :, i, j] = fold([fold([x[:, :, r, q] for r in rows]) for q in cols])
+        win = x[:, :, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        clean = ~np.isnan(win).any(axis=(2, 3))
+        assert np.array_equal(blocked[:, :, i, j][clean], win.max(axis=(2, 3))[clean])
+    assert np.array_equal(blocked.view(np.uint32), expected.view(np.uint32))
+    assert np.isnan(blocked).any() and not np.isnan(blocked).all()
 
 
 def _in_larger(x16, before, after, fill=np.nan):
