@@ -411,19 +411,30 @@ class CpuProgram:
         return run_conv
 
     def _bind_c16_maxpool(self, step, in_c16: bool, out_c16: bool):
-        """Max pooling of a channel-blocked tensor into a channel-blocked one, each inside its halo (if any)."""
-        if not (in_c16 and out_c16):  # the layout pass blocks a max pool's input and output together
-            raise PlanError(f"step {step['name']}: max pooling between the plain and channel-blocked layouts")
+        """Max pooling of a channel-blocked tensor, each operand inside its halo (if any), into a channel-blocked
+        one or (readers that need it) a plain one."""
+        if not in_c16:  # the layout pass blocks a pool's output only with its input
+            raise PlanError(f"step {step['name']}: max pooling from the plain into the channel-blocked layout")
         a = step["attrs"]
         (kh, kw), (sh, sw), (dh, dw), (pt, pl) = a["kernel"], a["stride"], a["dilation"], a["pads"][:2]
-        i, o = self._frame(step["inputs"][0]), self._frame(step["output"])
+        i = self._frame(step["inputs"][0])
+        if out_c16:
+            o = self._frame(step["output"])
 
-        def run_maxpool(xs, out, s):
-            n = len(out.view)
+            def run_maxpool(xs, out, s):
+                n = len(out.view)
+                _c16.max_pool_c16_kernel(xs[0].flat, i.cb, i.hs, i.ws, i.top, i.left, i.h, i.w, kh, kw, sh, sw, pt,
+                                         pl, dh, dw, out.flat, o.h, o.w, o.hs, o.ws, o.top, o.left, n, xs[0].step,
+                                         out.step, True, 0)
+                o.zero_halo(out, n)
+            return run_maxpool
+        c, oh, ow = self.shapes[step["output"]]
+
+        def run_maxpool_to_plain(xs, out, s):
             _c16.max_pool_c16_kernel(xs[0].flat, i.cb, i.hs, i.ws, i.top, i.left, i.h, i.w, kh, kw, sh, sw, pt, pl,
-                                     dh, dw, out.flat, o.h, o.w, o.hs, o.ws, o.top, o.left, n, xs[0].step, out.step)
-            o.zero_halo(out, n)
-        return run_maxpool
+                                     dh, dw, out.reshape(-1), oh, ow, oh, ow, 0, 0, len(out), xs[0].step,
+                                     c * oh * ow, False, c)
+        return run_maxpool_to_plain
 
     def _frame(self, t: str) -> _Frame:
         """Where a channel-blocked tensor's image lies in its stored planes (inside its halo, if any)."""

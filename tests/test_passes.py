@@ -436,14 +436,14 @@ network dense() {
     a = conv(pool, 24, 1) -> relu()                              # blocked, halo 1 (b's padding)
     b = conv(a, 16, 3, padding=1)
     s = add(b, pool) -> relu()                                   # fused into b; read by 3x3, 5x5, 1x1: halo 2
-    c = conv(s, 16, 3, padding=1)                                # plain: a max pool that is flattened reads it
+    c = conv(s, 16, 3, padding=1)                                # blocked: p reads it into the plain layout
     c5 = conv(s, 16, 5, padding=2) -> relu()                     # plain: a global pool and a padded conv read it
     d = conv(s, 8, 1, stride=2)                                  # plain: a concat reads it
     e = conv(c, 8, 1, stride=2)
     cat = concat(d, e)
     g = global_avgpool(c5)
     h = conv(c5, 8, 3, padding=1)                                # plain: a network output
-    p = maxpool(c, 2, stride=2)
+    p = maxpool(c, 2, stride=2)                                  # plain: flattened
     f = flatten(p)
     output y = cat, g, f, h
 }
@@ -454,11 +454,11 @@ def test_layout_dense_chains_snapshot_and_where_they_stop(write_spec):
     graph, before = _pass_applied("layout", write_spec(DENSE_CHAINS), disabled=("layout",))
     attrs = {n: graph.node(n)["attrs"] for n in graph.op_nodes()}
     blocked = {n for n, a in attrs.items() if a.get("layout") == "c16"}
-    assert blocked == {"conv#1", "pool", "conv#2", "b"}  # stem, pool, a, and b with the skip add fused
+    assert blocked == {"conv#1", "pool", "conv#2", "b", "c"}  # stem, pool, a, b with the skip add fused, c
     assert attrs["b"]["residual"] and graph.node("b")["inputs"][1] == "pool"
     # widest padding per side among the convolutions reading it; the same across the residual pair
     assert {n: attrs[n].get("halo") for n in blocked} == {"conv#1": None, "pool": (2, 2, 2, 2),
-                                                          "conv#2": (1, 1, 1, 1), "b": (2, 2, 2, 2)}
+                                                          "conv#2": (1, 1, 1, 1), "b": (2, 2, 2, 2), "c": None}
     _check_pass_snapshot("layout", "layout_dense_chains.txt", graph, before)
 
 

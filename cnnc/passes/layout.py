@@ -24,8 +24,12 @@ and its consumers read it without reorders, when a convolution's output T is rea
     target computes with Winograd (``runtime/winograd_plan.applies``), whose input and output stay plain;
   - dense convolutions as the residual they add, whose own output is then blocked too, in the same halo
     (the kernel reads the residual where it stores the output, often in the same buffer);
-  - max pools and nearest upsamples, whose output is then blocked too (their input and output are blocked
-    together, each inside its own halo);
+  - max pools, whose output is then blocked too (each inside its own halo) unless its readers need the plain
+    layout: then the pool reads the blocked layout and writes the plain one (AlexNet's last pool, before the
+    flatten: its convolution stores whole vectors, and AlexNet no longer compiles the plain pool kernel, which
+    took 5 s of its cold start);
+  - nearest upsamples, whose output is then blocked too (their input and output are blocked together, each
+    inside its own halo);
   - transposed convolutions (groups == 1), as their input: they read either layout;
   - average pools and batchnorms (or per-channel affine maps), with their fused activation, blocked
     together with their input the same way, where neither needs a halo (DenseNet's BN-ReLU before each
@@ -162,6 +166,8 @@ def _dense_chains(graph) -> bool:
                     return False  # (an expansion of a depthwise chain reads the plain layout)
                 if ins.index(t) == 1 and not is_blocked(u):  # the residual: blocked with the output
                     return False
+            elif d["op"] == "maxpool":
+                pass  # (its output blocked too, or plain where its readers need that)
             elif d["op"] in _BLOCKED_WITH_INPUT or d["op"] == "concat":
                 if not is_blocked(u):
                     return False

@@ -344,13 +344,16 @@ def _edge_window(out, ob, x, src, rstride, rows, ow, KW, sw, pl, dw, W):
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
 def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh, dw, out, OH, OW, OHS, OWS, ot, ol,
-                        N, XS, OS):
-    """Max pooling of a channel-blocked tensor into a channel-blocked one.
+                        N, XS, OS, out_c16, C):
+    """Max pooling of a channel-blocked tensor into a channel-blocked one, or with ``out_c16`` False into the plain
+    layout (a pool whose readers need it: the flatten before a classifier).
 
     ``x`` flat (N, CB, HS, WS, 16): planes stored HS x WS, the H x W image at row ``it``, column ``il`` (inside a
     halo, which is not read); ``out`` flat (N, CB, OHS, OWS, 16) with the OH x OW result at (``ot``, ``ol``) (its
-    halo is left to ``zero_halo_c16_kernel``); sample n of ``x`` starts at ``n * XS``, of ``out`` at ``n * OS``
-    (the sizes of a sample, or more for channel slices of larger tensors). Windows are clipped to the image
+    halo is left to ``zero_halo_c16_kernel``), or plain (N, C, OH, OW) (then OHS, OWS = OH, OW and ot = ol = 0:
+    each row is pooled into a buffer, then its ``C`` channels are stored into their planes); sample n of ``x``
+    starts at ``n * XS``, of ``out`` at ``n * OS`` (the sizes of a sample, or more for channel slices of
+    larger tensors). Windows are clipped to the image
     (padding and ceil-mode overhang are skipped, as in ``pool.max_pool2d_kernel``; a window with no pixel in
     the image yields -inf).
     One output row at a time. Windows of at most 3 x 3 (GoogLeNet's, ResNet's, DenseNet's): the windows
@@ -366,20 +369,48 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
     nchunk = min(items, MAX_POOL_CHUNKS)
     runs = KW == 3 and KH <= 3
     rows = np.empty((nchunk, 0 if runs else W * C16), np.float32)  # (windows run from the input need none)
+    pooled = np.empty((nchunk, 0 if out_c16 else OW * C16), np.float32)  # a row for a plain output
     two_by_two = KH == 2 and KW == 2 and pl == 0 and (OW - 1) * sw + dw < W
     ow_lo = min(-(-pl // sw), OW)  # output columns whose window lies inside the image's: [ow_lo, ow_hi)
     ow_hi = max(min(OW, (W - 1 - (KW - 1) * dw + pl) // sw + 1), ow_lo)
     rstride = dh * WS * C16
     for chunk in prange(nchunk):
         vm = rows[chunk]
+        dst = out if out_c16 else pooled[chunk]
         i0 = chunk * items // nchunk
         oh = i0 % OH  # (the row, block and sample advance with the item: no divisions per row)
         n = i0 // OH // CB
         cb = i0 // OH - n * CB
         for _item in range(i0, (chunk + 1) * items // nchunk):
             xb = n * XS + cb * HS * WS * C16
-            ob = n * OS + (cb * OHS * OWS + (oh + ot) * OWS + ol) * C16
+            ob = n * OS + (cb * OHS * OWS + (oh + ot) * OWS + ol) * C16 if out_c16 else 0  # the row in ``dst``
             ih0 = oh * sh - pt
+            kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
+            src = xb + ((ih0 + kh_lo * dh + it) * WS + il) * C16
+            if two_by_two and kh_lo == 0 and kh_hi == 2:
+                right = dw * C16
+                for ow in range(OW):
+                    f = src + ow * sw * C16
+                    max2x2_16_store(dst, ob + ow * C16, x, f, f + rstride, f + right, f + rstride + right)
+            elif kh_hi <= kh_lo:
+                for q in range(OW * C16):
+                    dst[U(ob + q)] = ninf
+            elif runs:
+                for ow in range(ow_lo):  # the left edge's windows, clipped
+                    _edge_window(dst, ob, x, src, rstride, kh_hi - kh_lo, ow, KW, sw, pl, dw, W)
+                if ow_hi > ow_lo:
+                    max3_run16(dst, ob + ow_lo * C16, x, src + (ow_lo * sw - pl) * C16, rstride, kh_hi - kh_lo,
+                               ow_hi - ow_lo, sw * C16, dw * C16)
+                for ow in range(ow_hi, OW):  # the right edge's
+                    _edge_window(dst, ob, x, src, rstride, kh_hi - kh_lo, ow, KW, sw, pl, dw, W)
+            else:
+                max_rows_into(vm, 0, x, src, rstride, kh_hi - kh_lo, W * C16)
+                _max_pool_columns(dst, ob, vm, 0, OW, KW, sw, pl, dw, W)
+            if not out_c16:  # the row's channels (past C: padding) into their planes
+                for j in range(min(C16, C - cb * C16)):
+                    o = n * OS + ((cb * C16 + j) * OH + oh) * OW
+                    for ow in range(OW):
+                        out[U(o + ow)] = dst[U(ow * C16 + j)]
             oh += 1
             if oh == OH:
                 oh = 0
@@ -387,31 +418,6 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
                 if cb == CB:
                     cb = 0
                     n += 1
-            kh_lo, kh_hi = inside_taps(ih0, KH, dh, H)
-            if two_by_two and kh_lo == 0 and kh_hi == 2:
-                top = xb + ((ih0 + it) * WS + il) * C16
-                bottom = top + dh * WS * C16
-                right = dw * C16
-                for ow in range(OW):
-                    f = ow * sw * C16
-                    max2x2_16_store(out, ob + ow * C16, x, top + f, bottom + f, top + f + right, bottom + f + right)
-                continue
-            if kh_hi <= kh_lo:
-                for q in range(OW * C16):
-                    out[U(ob + q)] = ninf
-                continue
-            src = xb + ((ih0 + kh_lo * dh + it) * WS + il) * C16
-            if runs:
-                for ow in range(ow_lo):  # the left edge's windows, clipped
-                    _edge_window(out, ob, x, src, rstride, kh_hi - kh_lo, ow, KW, sw, pl, dw, W)
-                if ow_hi > ow_lo:
-                    max3_run16(out, ob + ow_lo * C16, x, src + (ow_lo * sw - pl) * C16, rstride, kh_hi - kh_lo,
-                               ow_hi - ow_lo, sw * C16, dw * C16)
-                for ow in range(ow_hi, OW):  # the right edge's
-                    _edge_window(out, ob, x, src, rstride, kh_hi - kh_lo, ow, KW, sw, pl, dw, W)
-                continue
-            max_rows_into(vm, 0, x, src, rstride, kh_hi - kh_lo, W * C16)
-            _max_pool_columns(out, ob, vm, 0, OW, KW, sw, pl, dw, W)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

@@ -1132,8 +1132,31 @@ def test_max_pool_c16(shape, k, stride, pads, dil, ceil, in_halo, out_halo):
     out = np.full((n, cb, oh + t + b, ow + l + r, 16), np.nan, np.float32)
     cpu_c16.max_pool_c16_kernel(xin.reshape(-1), cb, xin.shape[2], xin.shape[3], in_halo[0], in_halo[1], h, w, k, k,
                                 stride, stride, pads[0], pads[1], dil, dil, out.reshape(-1), oh, ow, out.shape[2],
-                                out.shape[3], t, l, n, xin[0].size, out[0].size)
+                                out.shape[3], t, l, n, xin[0].size, out[0].size, True, 0)
     assert_close(cpu_c16.from_c16(np.ascontiguousarray(out[:, :, t:t + oh, l:l + ow]), c), ref)
+
+
+@pytest.mark.parametrize("shape,k,stride,pads,ceil,in_halo", [
+    ((2, 40, 13, 13), 3, 2, (0, 0, 0, 0), False, (1, 1, 1, 1)),  # AlexNet's last pool, before the flatten
+    ((1, 16, 9, 8), 3, 1, (1, 1, 1, 1), False, (0, 0, 0, 0)),
+    ((3, 20, 7, 9), 2, 2, (0, 0, 0, 0), True, (0, 2, 1, 0)),  # 2x2, ceil mode, an uneven halo
+    ((1, 33, 6, 6), 5, 2, (2, 2, 2, 2), False, (0, 0, 0, 0)),  # a window of the general path
+])
+def test_max_pool_c16_into_the_plain_layout(shape, k, stride, pads, ceil, in_halo):
+    """A channel-blocked input pooled into the plain layout (a pool whose readers need it) against ONNX Runtime's
+    MaxPool; the input's halo (NaN) is not read and nothing past the output is written."""
+    x = rand(*shape)
+    ref = ort_run("MaxPool", {"x": x}, kernel_shape=[k, k], strides=[stride] * 2, pads=list(pads), ceil_mode=int(ceil))
+    n, c, h, w = shape
+    _, _, oh, ow = ref.shape
+    cb = cpu_c16.blocks(c)
+    xin = _haloed(cpu_c16.to_c16(x), in_halo, fill=np.nan)
+    out = np.full(n * c * oh * ow + 64, np.nan, np.float32)
+    cpu_c16.max_pool_c16_kernel(xin.reshape(-1), cb, xin.shape[2], xin.shape[3], in_halo[0], in_halo[1], h, w, k, k,
+                                stride, stride, pads[0], pads[1], 1, 1, out, oh, ow, oh, ow, 0, 0, n, xin[0].size,
+                                c * oh * ow, False, c)
+    assert_close(out[:-64].reshape(ref.shape), ref)
+    assert np.isnan(out[-64:]).all()
 
 
 @pytest.mark.parametrize("k,stride,pads,ceil", [(3, 1, (1, 1, 1, 1), False), (3, 2, (0, 0, 0, 0), True),
@@ -1155,7 +1178,7 @@ def test_max_pool_c16_order_with_nan(k, stride, pads, ceil):
     out = np.empty((n, cb, oh, ow, 16), np.float32)
     cpu_c16.max_pool_c16_kernel(cpu_c16.to_c16(x).reshape(-1), cb, h, w, 0, 0, h, w, k, k, stride, stride, pads[0],
                                 pads[1], 1, 1, out.reshape(-1), oh, ow, oh, ow, 0, 0, n, cb * h * w * 16,
-                                cb * oh * ow * 16)
+                                cb * oh * ow * 16, True, 0)
     blocked = cpu_c16.from_c16(out, c)
 
     def fold(values):
@@ -1223,7 +1246,7 @@ def test_c16_kernels_on_channel_slices_of_larger_tensors():
     big = np.full((n, 5, oh + 2, ow + 2, 16), np.nan, np.float32)
     plane = (oh + 2) * (ow + 2) * 16
     cpu_c16.max_pool_c16_kernel(xflat, 2, h, w, 0, 0, h, w, 3, 3, 2, 2, 1, 1, 1, 1, big.reshape(-1)[plane:], oh, ow,
-                                oh + 2, ow + 2, 1, 1, n, xs, 5 * plane)
+                                oh + 2, ow + 2, 1, 1, n, xs, 5 * plane, True, 0)
     cpu_c16.zero_halo_c16_kernel(big.reshape(-1)[plane:], n, 2, 5 * plane, oh + 2, ow + 2, 1, 1, 1, 1)
     assert (big[:, 1:3, 0] == 0).all() and (big[:, 1:3, :, -1] == 0).all()
     check(big[:, :, 1:-1, 1:-1], 1, 2, ref)
