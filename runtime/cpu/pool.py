@@ -192,12 +192,31 @@ def _max_pool_whole_plane(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
                         of[U(o + ow)] = v if v > m else m
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True)
 def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
     """out[n,c,oh,ow] = max over taps of x[n,c,oh*sh-pt+kh*dh, ow*sw-pl+kw*dw] (in-image taps only).
 
     The output size (ceil_mode, end padding) is given by ``out``; a window with no in-image tap
-    yields -inf. Separable, one output row at a time: the maximum over the window's in-image input
+    yields -inf. Chooses one of three compiled kernels here, in Python, so that a process compiles only
+    those its pools use (the three together took about 7 s of a cold start): 3x3 windows of stride 1 and
+    padding 1 (``_max_pool_3x3_same``), other stride-1 rows (``_max_pool_whole_plane``), and the rest
+    (``max_pool_rows_kernel``).
+    """
+    N, C, H, W = x.shape
+    _, _, OH, OW = out.shape
+    if KH == 3 and KW == 3 and sh == 1 and sw == 1 and pt == 1 and pl == 1 and dh == 1 and dw == 1 \
+            and OH == H and OW == W:
+        _max_pool_3x3_same(x, out)
+    elif sw == 1:
+        _max_pool_whole_plane(x, KH, KW, sh, sw, pt, pl, dh, dw, out)
+    else:
+        max_pool_rows_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def max_pool_rows_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
+    """``max_pool2d_kernel`` for strides over 1 (any window).
+
+    Separable, one output row at a time: the maximum over the window's in-image input
     rows goes into a row buffer bordered with -inf (contiguous loops, the input read once per tap row),
     then the maximum over each window's columns of the buffer. (Taking row maxima over a padded copy of
     the whole plane first read and wrote the plane three times: 3.5x ONNX Runtime's time on ResNet's
@@ -205,13 +224,6 @@ def max_pool2d_kernel(x, KH, KW, sh, sw, pt, pl, dh, dw, out):
     """
     N, C, H, W = x.shape
     _, _, OH, OW = out.shape
-    if KH == 3 and KW == 3 and sh == 1 and sw == 1 and pt == 1 and pl == 1 and dh == 1 and dw == 1 \
-            and OH == H and OW == W:
-        _max_pool_3x3_same(x, out)
-        return
-    if sw == 1:
-        _max_pool_whole_plane(x, KH, KW, sh, sw, pt, pl, dh, dw, out)
-        return
     xf = x.reshape(-1)
     of = out.reshape(-1)
     ninf = np.float32(-np.inf)
