@@ -20,7 +20,7 @@ from numba.np.arrayobj import make_array
 from . import _act
 
 __all__ = ["add16_store", "add16_clamp_store", "add16_res_clamp_store", "clamp16_store", "clamp16_res_store",
-           "max16_store", "max2x2_16_store", "max3_16_store", "max3_run16", "max_window16", "silu16", "store_tile_planes"]
+           "max16_store", "max2x2_16_store", "max3_run16", "max_window16", "silu16", "store_tile_planes"]
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 
@@ -103,23 +103,6 @@ def max16_store(typingctx, dst, di, a, ai, b, bi):
 
 
 @intrinsic
-def max3_16_store(typingctx, dst, di, a, i0, i1, i2):
-    """dst[di:di+16] = the running maximum of a[i0:i0+16], a[i1:..], a[i2:..] lane by lane, kept in a register
-    (the order of ``max16_store`` applied twice: a NaN in the first stays, later NaNs are passed over)."""
-    if not _typed((dst, a), (di, i0, i1, i2), ()):
-        return None
-
-    def codegen(context, builder, signature, args):
-        m = _load16(context, builder, signature, args, 2)
-        for k in (4, 5):
-            m = _max16(builder, m, _load16(context, builder, signature, args, 2, k))
-        _store16(context, builder, signature, args, m)
-        return context.get_dummy_value()
-
-    return types.none(dst, di, a, i0, i1, i2), codegen
-
-
-@intrinsic
 def max2x2_16_store(typingctx, dst, di, a, i00, i10, i01, i11):
     """dst[di:di+16] = the maximum of a 2x2 window's vectors, in registers: each column's maximum of its two
     rows (a[i00:], a[i10:]; a[i01:], a[i11:]), then of the two columns -- the order of ``max_rows_into``
@@ -136,27 +119,48 @@ def max2x2_16_store(typingctx, dst, di, a, i00, i10, i01, i11):
     return types.none(dst, di, a, i00, i10, i01, i11), codegen
 
 
-@intrinsic
-def max3_run16(typingctx, dst, di, x, xi, rstride, rows, count, sstep, dstep):
-    """A row of 3-wide max-pool windows of a channel-blocked plane, each column's maximum kept in a register.
+def _rolled_loop(builder, count, step):
+    """``step(k)`` for k < ``count``, a loop LLVM is told not to unroll (``llvm.loop.unroll.disable``)."""
+    intp = count.type
+    before = builder.block
+    head, body, end = (builder.append_basic_block(f"rolled.{part}") for part in ("head", "body", "end"))
+    builder.branch(head)
+    builder.position_at_end(head)
+    k = builder.phi(intp)
+    k.add_incoming(ir.Constant(intp, 0), before)
+    builder.cbranch(builder.icmp_signed("<", k, count), body, end)
+    builder.position_at_end(body)
+    step(k)
+    k.add_incoming(builder.add(k, ir.Constant(intp, 1)), builder.block)
+    latch = builder.branch(head)
+    module = builder.module
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop_id = module.add_metadata([disable, ir.MetaDataString(module, f"rolled.{len(module.metadata)}")])
+    loop_id.operands = (loop_id, disable)  # (a loop ID's first operand is the node itself)
+    latch.set_metadata("llvm.loop", loop_id)
+    builder.position_at_end(end)
 
-    For k < ``count`` (at least 1): dst[di + 16 k : +16] = the maximum of the columns c(k sstep), c(k sstep +
-    dstep), c(k sstep + 2 dstep), where c(j) is the maximum over the ``rows`` (1 to 3) input rows of
+
+@intrinsic
+def max3_run16(typingctx, dst, di, x, xi, rstride, rows, count, sstep):
+    """A row of 3x3 max-pool windows of stride 1 or 2 (``sstep`` 16 or 32 floats) over a channel-blocked plane,
+    each column's maximum kept in a register for the next window.
+
+    For k < ``count`` (at least 1): dst[di + 16 k : +16] = the maximum of the adjacent columns c(k sstep),
+    c(k sstep + 16), c(k sstep + 32), where c(j) is the maximum over the ``rows`` (1 to 3) input rows of
     x[xi + j + r rstride : +16], all inside the image. The order of ``max_rows_into`` followed by
-    ``max3_16_store`` (rows first, then columns left to right), so NaNs go the same way; a row past ``rows``
-    reads an earlier one again, which changes nothing. Where the windows overlap (``sstep`` = ``dstep``, a
-    stride of 1: two of three columns; ``sstep`` = 2 ``dstep``, a stride of 2: one) the shared columns are
-    carried to the next window, so an output vector costs 3 (stride 1) or 6 (stride 2) vector loads and no
-    row buffer: the separate passes cost 6 loads and 2 stores (stride 1), 9 and 3 (stride 2). Other strides and
-    dilations read all three columns of every window."""
-    if not _typed((dst, x), (di, xi, rstride, rows, count, sstep, dstep), ()):
+    ``max16_store`` per column (rows first, then columns left to right), so NaNs go the same way; a row past ``rows``
+    reads an earlier one again, which changes nothing. The columns two windows share (two of three at stride
+    1, one at stride 2) are carried to the next, so an output vector costs 3 (stride 1) or 6 (stride 2) vector
+    loads and no row buffer: the separate passes cost 6 loads and 2 stores (stride 1), 9 and 3 (stride 2)."""
+    if not _typed((dst, x), (di, xi, rstride, rows, count, sstep), ()):
         return None
 
     def codegen(context, builder, signature, args):
         sig = signature.args
         intp = context.get_value_type(types.intp)
-        di_, xi_, rstride_, rows_, count_, sstep_, dstep_ = (context.cast(builder, args[k], sig[k], types.intp)
-                                                              for k in range(1, 9) if k != 2)
+        di_, xi_, rstride_, rows_, count_, sstep_ = (context.cast(builder, args[k], sig[k], types.intp)
+                                                     for k in range(1, 8) if k != 2)
         dst_data = make_array(sig[0])(context, builder, args[0]).data
         x_data = make_array(sig[2])(context, builder, args[2]).data
         const = lambda v: ir.Constant(intp, v)  # noqa: E731
@@ -177,41 +181,33 @@ def max3_run16(typingctx, dst, di, x, xi, rstride, rows, count, sstep, dstep):
         def window(a, b, c):
             return _max16(builder, _max16(builder, a, b), c)
 
-        # stride 1 or 2 over adjacent columns as constant offsets: with runtime steps LLVM unrolled the loop
-        # into one induction variable per load, spilled to the stack (2.5x slower)
+        # constant offsets: with runtime steps LLVM unrolled the loop into one induction variable per load,
+        # spilled to the stack (2.5x slower)
         c16, c32 = const(16), const(32)
-        adjacent = builder.icmp_signed("==", dstep_, c16)
         carried_a = cgutils.alloca_once(builder, _V16)
         carried_b = cgutils.alloca_once(builder, _V16)
-        with builder.if_else(builder.and_(adjacent, builder.icmp_signed("==", sstep_, c16))) as (stride1, other):
+        with builder.if_else(builder.icmp_signed("==", sstep_, c16)) as (stride1, stride2):
             with stride1:  # columns k+1, k+2 of window k are columns k, k+1 of window k+1
                 builder.store(column(const(0)), carried_a)
                 builder.store(column(c16), carried_b)
-                with cgutils.for_range(builder, count_) as loop:
+                def stride1_step(k):
                     a, b = builder.load(carried_a), builder.load(carried_b)
-                    c = column(builder.add(builder.mul(loop.index, c16), c32))
-                    store(loop.index, window(a, b, c))
+                    c = column(builder.add(builder.mul(k, c16), c32))
+                    store(k, window(a, b, c))
                     builder.store(b, carried_a)
                     builder.store(c, carried_b)
-            with other:
-                with builder.if_else(builder.and_(adjacent, builder.icmp_signed("==", sstep_, c32))) as (stride2,
-                                                                                                         apart):
-                    with stride2:  # the last column of window k is the first of window k+1
-                        builder.store(column(const(0)), carried_a)
-                        with cgutils.for_range(builder, count_) as loop:
-                            base = builder.mul(loop.index, c32)
-                            b, c = column(builder.add(base, c16)), column(builder.add(base, c32))
-                            store(loop.index, window(builder.load(carried_a), b, c))
-                            builder.store(c, carried_a)
-                    with apart:
-                        two_d = builder.add(dstep_, dstep_)
-                        with cgutils.for_range(builder, count_) as loop:
-                            base = builder.mul(loop.index, sstep_)
-                            store(loop.index, window(column(base), column(builder.add(base, dstep_)),
-                                                     column(builder.add(base, two_d))))
+                _rolled_loop(builder, count_, stride1_step)
+            with stride2:  # the last column of window k is the first of window k+1
+                builder.store(column(const(0)), carried_a)
+                def stride2_step(k):
+                    base = builder.mul(k, c32)
+                    b, c = column(builder.add(base, c16)), column(builder.add(base, c32))
+                    store(k, window(builder.load(carried_a), b, c))
+                    builder.store(c, carried_a)
+                _rolled_loop(builder, count_, stride2_step)
         return context.get_dummy_value()
 
-    return types.none(dst, di, x, xi, rstride, rows, count, sstep, dstep), codegen
+    return types.none(dst, di, x, xi, rstride, rows, count, sstep), codegen
 
 
 @intrinsic

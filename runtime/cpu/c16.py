@@ -25,7 +25,7 @@ from ._act import ACT_NONE, ACT_SILU, act_range, clamp_f32, register_clamp
 from ._stack import stack_f32
 from .isa import VECTOR_UNIT
 from .pool import inside_taps, max_rows_into
-from ._vec import max16_store, max2x2_16_store, max3_16_store, max3_run16, max_window16, silu16
+from ._vec import max16_store, max2x2_16_store, max3_run16, max_window16, silu16
 
 U = np.uint64  # index cast that removes Numba's negative-index wraparound code
 C16 = 16
@@ -313,10 +313,6 @@ def _max_pool_columns(out, ob, vm, ow_begin, ow_end, KW, sw, pl, dw, W):
     for ow in range(ow_begin, ow_end):
         o = ob + ow * C16
         iw0 = ow * sw - pl
-        if KW == 3 and iw0 >= 0 and iw0 + 2 * dw < W:  # (3 taps in the image: the maximum in a register)
-            f = iw0 * C16
-            max3_16_store(out, o, vm, f, f + dw * C16, f + 2 * dw * C16)
-            continue
         kw_lo, kw_hi = inside_taps(iw0, KW, dw, W)
         if kw_hi <= kw_lo:
             for c in range(C16):
@@ -356,7 +352,7 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
     larger tensors). Windows are clipped to the image
     (padding and ceil-mode overhang are skipped, as in ``pool.max_pool2d_kernel``; a window with no pixel in
     the image yields -inf).
-    One output row at a time. Windows of at most 3 x 3 (GoogLeNet's, ResNet's, DenseNet's): the windows
+    One output row at a time. Windows of at most 3 x 3, stride 1 or 2 (GoogLeNet's, ResNet's, DenseNet's): the windows
     inside the image's columns as one run (``max3_run16``: each input column's maximum over the rows in a
     register, shared with the next window: GoogLeNet's 13 pools took 0.68 ms on one thread with the separate
     passes below, 0.40 ms so), the clipped ones at the edges as other windows. 2x2 windows inside the image (YOLO's and
@@ -367,7 +363,7 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
     ninf = np.float32(-np.inf)
     items = N * CB * OH
     nchunk = min(items, MAX_POOL_CHUNKS)
-    runs = KW == 3 and KH <= 3
+    runs = KW == 3 and KH <= 3 and dw == 1 and (sw == 1 or sw == 2)
     rows = np.empty((nchunk, 0 if runs else W * C16), np.float32)  # (windows run from the input need none)
     pooled = np.empty((nchunk, 0 if out_c16 else OW * C16), np.float32)  # a row for a plain output
     two_by_two = KH == 2 and KW == 2 and pl == 0 and (OW - 1) * sw + dw < W
@@ -400,7 +396,7 @@ def max_pool_c16_kernel(x, CB, HS, WS, it, il, H, W, KH, KW, sh, sw, pt, pl, dh,
                     _edge_window(dst, ob, x, src, rstride, kh_hi - kh_lo, ow, KW, sw, pl, dw, W)
                 if ow_hi > ow_lo:
                     max3_run16(dst, ob + ow_lo * C16, x, src + (ow_lo * sw - pl) * C16, rstride, kh_hi - kh_lo,
-                               ow_hi - ow_lo, sw * C16, dw * C16)
+                               ow_hi - ow_lo, sw * C16)
                 for ow in range(ow_hi, OW):  # the right edge's
                     _edge_window(dst, ob, x, src, rstride, kh_hi - kh_lo, ow, KW, sw, pl, dw, W)
             else:
