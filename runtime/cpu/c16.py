@@ -96,16 +96,22 @@ def _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FM, inline="always")
 def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bias16, bb, act, act_a, act_b,
-             lo, hi, in_regs, out, o, npix, TPX):
+             lo, hi, in_regs, out, o, npix, TPX, TAPS):
     """One depthwise tile: TPX (a constant where inlined) output pixels x 16 channels, TPX independent accumulators (see
-    ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. Bias, taps and the activation
+    ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. ``TAPS`` (a constant): 3 for windows
+    3 wide, of stride 1 or 2 and no dilation only, 0 for any. Bias, taps and the activation
     (``register_clamp``'s lo, hi, in_regs) stay in registers; the first ``npix`` pixels are stored at
     ``out[o:]``."""
     acc = stack_f32(128)
     for t in range(TPX):
         for j in range(C16):
             acc[t * C16 + j] = bias16[bb + j]
-    if KW == 3 and kstride == C16 and cstride == C16:
+    if TAPS == 3:  # (a kernel for 3-wide windows of stride 1 or 2 only: the other branches are not compiled)
+        if cstride == C16:
+            _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
+        else:
+            _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
+    elif KW == 3 and kstride == C16 and cstride == C16:
         _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
     elif KW == 3 and kstride == C16 and cstride == 2 * C16:
         _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
@@ -130,12 +136,16 @@ def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bia
         act_range(out, o, npix * C16, act, act_a, act_b)
 
 
-def _make_depthwise_c16_kernel(DW_TP, SILU=False):
+def _make_depthwise_c16_kernel(DW_TP, SILU=False, ONLY_3X3=False):
     """``depthwise_c16_kernel`` with tiles of ``DW_TP`` (at most 8) output pixels; with ``SILU``, SiLU is applied
     to each output row's vectors while the row is in L1 (``_vec.silu16``) instead of by ``act_range`` per tile,
     which cost more than the math. Both are constants of the compiled kernel (closure cells, which Numba's cache
     keys on): the row loop's exp polynomial, compiled into the kernel, slowed every depthwise tile by about 8%,
-    SiLU or not (MobileNet-V2 at batch 16), so it has a kernel of its own. Either computes every activation."""
+    SiLU or not (MobileNet-V2 at batch 16), so it has a kernel of its own. Either computes every activation.
+    With ``ONLY_3X3`` the kernel takes windows 3 wide of column stride 1 or 2 without column dilation only
+    (``only_3x3``), and compiles the unrolled taps of those two alone: 11 s on a cold cache against 15.5 s for
+    the kernel for any window (4 unrolled shapes and the general taps). MobileNet-V2 has no other."""
+    TAPS = 3 if ONLY_3X3 else 0
 
     @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
     def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out, OH, OW):
@@ -194,7 +204,7 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False):
                                                        + (DW_TP - 1) * sw * C16 + (KW - 1) * dw * C16 + C16 <= x.size):
                             _dw_tile(x, base, dh * W * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16,
                                      cb * C16, tile_act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix,
-                                     DW_TP)
+                                     DW_TP, TAPS)
                             continue
                         for kh in range(kh_lo, kh_hi):  # the columns this tile reads, zero outside the plane
                             src = xb + (ih0 + kh * dh) * W * C16
@@ -208,7 +218,7 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False):
                                     for j in range(C16):
                                         buf[U(d + j)] = x[U(src + iw * C16 + j)]
                         _dw_tile(buf, 0, span * C16, sw * C16, dw * C16, kh_lo, kh_hi, KW, wf, wb, bias16, cb * C16,
-                                 tile_act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix, DW_TP)
+                                 tile_act, act_a, act_b, lo, hi, in_regs, out, ob + ow0 * C16, npix, DW_TP, TAPS)
                     if silu_rows:  # the row's vectors, while in L1
                         for q in range(OW):
                             silu16(out, ob + q * C16)
@@ -217,6 +227,12 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False):
 
 
 depthwise_c16_kernel = _make_depthwise_c16_kernel(DW_TP)
+depthwise_c16_3x3_kernel = _make_depthwise_c16_kernel(DW_TP, ONLY_3X3=True)  # (only_3x3 windows)
+
+
+def only_3x3(kernel_width: int, column_stride: int, column_dilation: int) -> bool:
+    """Whether ``depthwise_c16_3x3_kernel`` takes a depthwise convolution of these."""
+    return kernel_width == 3 and column_stride in (1, 2) and column_dilation == 1
 depthwise_c16_silu_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True)  # for SiLU outputs (EfficientNet's)
 
 

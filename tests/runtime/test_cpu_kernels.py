@@ -810,9 +810,21 @@ from cnnc.runtime.cpu import c16 as cpu_c16  # noqa: E402
         (1, 5, 3, 4, 5, 1, 2, 1),  # window wider than the plane
         (1, 32, 20, 17, 3, 1, 2, 2),  # dilation
         (1, 8, 23, 30, 3, 3, 0, 1),  # stride 3, no padding
+        (2, 20, 15, 13, 3, 2, 1, 1),  # MobileNet's stride 2, an odd plane
     ],
 )
 def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
+    """The kernel for any window, and the one for 3-wide windows of stride 1 or 2 where it applies, against
+    ONNX Runtime."""
+    kernels = [cpu_c16.depthwise_c16_kernel]
+    if cpu_c16.only_3x3(k, stride, dil):
+        kernels.append(cpu_c16.depthwise_c16_3x3_kernel)
+    assert (k, stride, dil) != (3, 1, 1) or len(kernels) == 2
+    for kernel in kernels:
+        _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil)
+
+
+def _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil):
     x = rand(n, c, h, w)
     wt = rand(c, 1, k, k)
     bias = rand(c)
@@ -821,17 +833,17 @@ def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
     w16, b16 = cpu_c16.pack_depthwise(wt, bias)
     oh, ow = ref.shape[2:]
     out = np.full((n, cpu_c16.blocks(c), oh, ow, 16), np.nan, np.float32)
-    cpu_c16.depthwise_c16_kernel(cpu_c16.to_c16(x).reshape(-1), h, w, w16, b16, stride, stride, pad, pad, dil, dil,
-                                 cpu.ACTIVATIONS["relu"], 0.0, 0.0, out.reshape(-1), oh, ow)
+    kernel(cpu_c16.to_c16(x).reshape(-1), h, w, w16, b16, stride, stride, pad, pad, dil, dil, cpu.ACTIVATIONS["relu"],
+           0.0, 0.0, out.reshape(-1), oh, ow)
     assert np.isfinite(out).all()  # padding lanes written too
     assert_close(cpu_c16.from_c16(out, c), np.maximum(ref, 0))
 
 
-@pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_silu_kernel"])
+@pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_silu_kernel", "depthwise_c16_3x3_kernel"])
 @pytest.mark.parametrize("act", ["none", "relu", "relu6", "silu"])
 @pytest.mark.parametrize("n,c,h,w,k,stride,pad", [(1, 32, 6, 19, 3, 1, 1), (2, 16, 7, 7, 3, 2, 1)])
 def test_depthwise_c16_activation_in_registers(kernel, act, n, c, h, w, k, stride, pad):
-    """Both variants compute every activation (the second applies SiLU row by row, the first per tile)."""
+    """Every variant computes every activation (the SiLU one applies SiLU row by row, the others per tile)."""
     x = rand(n, c, h, w, scale=4.0)  # spans relu6's clip at 6
     wt = rand(c, 1, k, k)
     bias = rand(c)
