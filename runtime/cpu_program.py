@@ -168,12 +168,16 @@ class CpuProgram:
         # conv_transpose steps need a scratch buffer per batch: output -> (its GEMM plan, input shape)
         self._scratch_shapes: dict[str, tuple] = {}
         last_reader = {name: i for i, step in enumerate(plan["steps"]) for name in step["params"].values()}
-        # one depthwise kernel per process where it can: the one for 3-wide windows compiles in 11 s, the one
-        # for any window in 15.5 (a plan with both would compile both)
-        depthwise = [s["attrs"] for s in plan["steps"] if s["op"] == "conv" and s["attrs"].get("groups", 1) > 1
-                     and s["output"] in self.blocked and _epilogue_act(s["attrs"])[0] != ACT_SILU]
-        self._depthwise_3x3_only = all(_c16.only_3x3(a["kernel"][1], a["stride"][1], a["dilation"][1])
-                                       for a in depthwise)
+        # one depthwise kernel for all the plan's shapes (with SiLU and without), the one compiling the fewest
+        # unrolled tap shapes: the one for 3-wide windows compiles in 11 s, the one for any window in 15.5
+        depthwise = {False: [], True: []}
+        for s in plan["steps"]:
+            a = s["attrs"]
+            if s["op"] == "conv" and a.get("groups", 1) > 1 and s["output"] in self.blocked:
+                depthwise[_epilogue_act(a)[0] == ACT_SILU].append((a["kernel"][1], a["stride"][1], a["dilation"][1]))
+        self._depthwise_taps = {silu: _c16.depthwise_taps(shapes) for silu, shapes in depthwise.items()}
+        if self._depthwise_taps[True] == 3:  # (no SiLU kernel for 3-wide windows alone)
+            self._depthwise_taps[True] = 35
         self.runners = []
         untrimmed = 0  # bytes of weights bound since freed memory was last handed back
         for i, step in enumerate(plan["steps"]):
@@ -397,10 +401,8 @@ class CpuProgram:
                                     f"{list(halo)}, expected its padding {list(a['pads'])}")
                 h, w, pt, pl = h + halo[0] + halo[2], w + halo[1] + halo[3], 0, 0
 
-            if act[0] == ACT_SILU:
-                kernel = _c16.depthwise_c16_silu_kernel
-            else:
-                kernel = _c16.depthwise_c16_3x3_kernel if self._depthwise_3x3_only else _c16.depthwise_c16_kernel
+            silu = act[0] == ACT_SILU
+            kernel = _c16.depthwise_kernel(silu, self._depthwise_taps[silu])
 
             def run_depthwise(xs, out, s):
                 kernel(xs[0].flat, h, w, w16, b16, sh, sw, pt, pl, dh, dw, *act, out.flat, oh, ow)

@@ -98,19 +98,25 @@ def _dw_taps(acc, src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb
 def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bias16, bb, act, act_a, act_b,
              lo, hi, in_regs, out, o, npix, TPX, TAPS):
     """One depthwise tile: TPX (a constant where inlined) output pixels x 16 channels, TPX independent accumulators (see
-    ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. ``TAPS`` (a constant): 3 for windows
-    3 wide, of stride 1 or 2 and no dilation only, 0 for any. Bias, taps and the activation
+    ``_dw_taps``); rows kh outside [kh_lo, kh_hi) are padding and skipped. ``TAPS`` (a constant, see
+    ``depthwise_taps``): 3 for windows 3 wide, 35 for windows 3 or 5 wide, of column stride 1 or 2 and no column
+    dilation only; 0 for any. Bias, taps and the activation
     (``register_clamp``'s lo, hi, in_regs) stay in registers; the first ``npix`` pixels are stored at
     ``out[o:]``."""
     acc = stack_f32(128)
     for t in range(TPX):
         for j in range(C16):
             acc[t * C16 + j] = bias16[bb + j]
-    if TAPS == 3:  # (a kernel for 3-wide windows of stride 1 or 2 only: the other branches are not compiled)
-        if cstride == C16:
+    if TAPS == 3 or (TAPS == 35 and KW == 3):  # (kernels for windows 3 (and 5) wide of stride 1 or 2 only:
+        if cstride == C16:  # the other branches are not compiled)
             _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
         else:
             _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
+    elif TAPS == 35:
+        if cstride == C16:
+            _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 5, wf, wb, TPX)
+        else:
+            _dw_taps(acc, src, base, rstride, 2 * C16, C16, kh_lo, kh_hi, 5, wf, wb, TPX)
     elif KW == 3 and kstride == C16 and cstride == C16:
         _dw_taps(acc, src, base, rstride, C16, C16, kh_lo, kh_hi, 3, wf, wb, TPX)
     elif KW == 3 and kstride == C16 and cstride == 2 * C16:
@@ -136,16 +142,16 @@ def _dw_tile(src, base, rstride, cstride, kstride, kh_lo, kh_hi, KW, wf, wb, bia
         act_range(out, o, npix * C16, act, act_a, act_b)
 
 
-def _make_depthwise_c16_kernel(DW_TP, SILU=False, ONLY_3X3=False):
+def _make_depthwise_c16_kernel(DW_TP, SILU=False, TAPS=0):
     """``depthwise_c16_kernel`` with tiles of ``DW_TP`` (at most 8) output pixels; with ``SILU``, SiLU is applied
     to each output row's vectors while the row is in L1 (``_vec.silu16``) instead of by ``act_range`` per tile,
     which cost more than the math. Both are constants of the compiled kernel (closure cells, which Numba's cache
     keys on): the row loop's exp polynomial, compiled into the kernel, slowed every depthwise tile by about 8%,
     SiLU or not (MobileNet-V2 at batch 16), so it has a kernel of its own. Either computes every activation.
-    With ``ONLY_3X3`` the kernel takes windows 3 wide of column stride 1 or 2 without column dilation only
-    (``only_3x3``), and compiles the unrolled taps of those two alone: 11 s on a cold cache against 15.5 s for
-    the kernel for any window (4 unrolled shapes and the general taps). MobileNet-V2 has no other."""
-    TAPS = 3 if ONLY_3X3 else 0
+    ``TAPS`` (see ``depthwise_taps``), also a constant: 3 or 35 for a kernel that takes only windows 3 (or 3 and
+    5) wide, of column stride 1 or 2 and no column dilation, and compiles the unrolled taps of those shapes
+    alone (3: 11 s on a cold cache against 15.5 s for the kernel for any window, 0, which compiles four
+    unrolled shapes and the general taps; MobileNet-V2 has 3-wide windows only, EfficientNet-B0 3 and 5)."""
 
     @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath=_FM)
     def depthwise_c16_kernel(x, H, W, w16, bias16, sh, sw, pt, pl, dh, dw, act, act_a, act_b, out, OH, OW):
@@ -227,13 +233,31 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False, ONLY_3X3=False):
 
 
 depthwise_c16_kernel = _make_depthwise_c16_kernel(DW_TP)
-depthwise_c16_3x3_kernel = _make_depthwise_c16_kernel(DW_TP, ONLY_3X3=True)  # (only_3x3 windows)
-
-
-def only_3x3(kernel_width: int, column_stride: int, column_dilation: int) -> bool:
-    """Whether ``depthwise_c16_3x3_kernel`` takes a depthwise convolution of these."""
-    return kernel_width == 3 and column_stride in (1, 2) and column_dilation == 1
 depthwise_c16_silu_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True)  # for SiLU outputs (EfficientNet's)
+depthwise_c16_3x3_kernel = _make_depthwise_c16_kernel(DW_TP, TAPS=3)
+depthwise_c16_3x3_5x5_kernel = _make_depthwise_c16_kernel(DW_TP, TAPS=35)
+depthwise_c16_silu_3x3_5x5_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True, TAPS=35)
+
+
+def depthwise_taps(widths_strides_dilations) -> int:
+    """The narrowest ``TAPS`` of the depthwise kernels that take every one of these (kernel width, column
+    stride, column dilation): 3, 35 or 0 (any)."""
+    shapes = set(widths_strides_dilations)
+    if all(s in (1, 2) and d == 1 for _, s, d in shapes):
+        widths = {k for k, _, _ in shapes}
+        if widths <= {3}:
+            return 3
+        if widths <= {3, 5}:
+            return 35
+    return 0
+
+
+def depthwise_kernel(silu: bool, taps: int):
+    """The compiled depthwise kernel for SiLU outputs or the others, taking the shapes of ``taps``
+    (``depthwise_taps``; SiLU: 35 or 0)."""
+    if silu:
+        return depthwise_c16_silu_kernel if taps == 0 else depthwise_c16_silu_3x3_5x5_kernel
+    return {0: depthwise_c16_kernel, 3: depthwise_c16_3x3_kernel, 35: depthwise_c16_3x3_5x5_kernel}[taps]
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

@@ -814,12 +814,13 @@ from cnnc.runtime.cpu import c16 as cpu_c16  # noqa: E402
     ],
 )
 def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
-    """The kernel for any window, and the one for 3-wide windows of stride 1 or 2 where it applies, against
-    ONNX Runtime."""
+    """The kernel for any window, and those for 3- (and 5-) wide windows of stride 1 or 2 where they apply,
+    against ONNX Runtime."""
+    taps = cpu_c16.depthwise_taps([(k, stride, dil)])
     kernels = [cpu_c16.depthwise_c16_kernel]
-    if cpu_c16.only_3x3(k, stride, dil):
-        kernels.append(cpu_c16.depthwise_c16_3x3_kernel)
-    assert (k, stride, dil) != (3, 1, 1) or len(kernels) == 2
+    kernels += {0: [], 3: [cpu_c16.depthwise_c16_3x3_kernel, cpu_c16.depthwise_c16_3x3_5x5_kernel],
+                35: [cpu_c16.depthwise_c16_3x3_5x5_kernel]}[taps]
+    assert taps == {(3, 1, 1): 3, (3, 2, 1): 3, (5, 1, 1): 35, (5, 2, 1): 35}.get((k, stride, dil), 0)
     for kernel in kernels:
         _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil)
 
@@ -839,11 +840,15 @@ def _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil):
     assert_close(cpu_c16.from_c16(out, c), np.maximum(ref, 0))
 
 
-@pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_silu_kernel", "depthwise_c16_3x3_kernel"])
+@pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_silu_kernel", "depthwise_c16_3x3_kernel",
+                                    "depthwise_c16_3x3_5x5_kernel", "depthwise_c16_silu_3x3_5x5_kernel"])
 @pytest.mark.parametrize("act", ["none", "relu", "relu6", "silu"])
-@pytest.mark.parametrize("n,c,h,w,k,stride,pad", [(1, 32, 6, 19, 3, 1, 1), (2, 16, 7, 7, 3, 2, 1)])
+@pytest.mark.parametrize("n,c,h,w,k,stride,pad", [(1, 32, 6, 19, 3, 1, 1), (2, 16, 7, 7, 3, 2, 1),
+                                                   (1, 16, 9, 10, 5, 1, 2)])
 def test_depthwise_c16_activation_in_registers(kernel, act, n, c, h, w, k, stride, pad):
-    """Every variant computes every activation (the SiLU one applies SiLU row by row, the others per tile)."""
+    """Every variant computes every activation (the SiLU ones apply SiLU row by row, the others per tile)."""
+    if k == 5 and kernel == "depthwise_c16_3x3_kernel":
+        pytest.skip("3-wide windows only")
     x = rand(n, c, h, w, scale=4.0)  # spans relu6's clip at 6
     wt = rand(c, 1, k, k)
     bias = rand(c)
