@@ -176,8 +176,6 @@ class CpuProgram:
             if s["op"] == "conv" and a.get("groups", 1) > 1 and s["output"] in self.blocked:
                 depthwise[_epilogue_act(a)[0] == ACT_SILU].append((a["kernel"][1], a["stride"][1], a["dilation"][1]))
         self._depthwise_taps = {silu: _c16.depthwise_taps(shapes) for silu, shapes in depthwise.items()}
-        if self._depthwise_taps[True] == 3:  # (no SiLU kernel for 3-wide windows alone)
-            self._depthwise_taps[True] = 35
         self.runners = []
         untrimmed = 0  # bytes of weights bound since freed memory was last handed back
         for i, step in enumerate(plan["steps"]):

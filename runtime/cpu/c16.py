@@ -158,8 +158,9 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False, TAPS=0):
         """Depthwise convolution (one input channel per output channel) of c16 ``x`` (flat (N, CB, H, W, 16))
         into c16 ``out`` (flat (N, CB, OH, OW, 16)); ``w16`` (CB, KH, KW, 16), ``bias16`` (CB * 16).
 
-        Work items are (sample, channel block, DW_ROWS output rows); every output row runs in tiles of DW_TP
-        pixels (the last overlaps the one before it; planes narrower than a tile store only their pixels).
+        Work items are (sample, channel block, DW_ROWS output rows, the last block fewer); every output row runs
+        in tiles of DW_TP pixels (the last overlaps the one before it; planes narrower than a tile store only
+        their pixels).
         A tile whose input columns lie inside the plane reads the input where it is, skipping the taps of
         rows above or below the plane; only a tile that reaches into the left or right padding first copies
         the few columns it reads into a small zero-bordered buffer. (Copying whole padded rows cost as much
@@ -186,9 +187,8 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False, TAPS=0):
                 rest = item // nrb
                 cb = rest % CB
                 n = rest // CB
-                oh0 = rb * DW_ROWS
-                if oh0 + DW_ROWS > OH:
-                    oh0 = max(OH - DW_ROWS, 0)  # overlap the previous block
+                oh0 = rb * DW_ROWS  # (a last block of fewer rows: blocks overlapping the one before it, run by
+                # another thread at the same time, applied SiLU twice to the rows both stored)
                 xb = (n * CB + cb) * H * W * C16
                 wb = cb * KH * KW * C16
                 for oh in range(oh0, min(oh0 + DW_ROWS, OH)):
@@ -234,9 +234,8 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False, TAPS=0):
 
 depthwise_c16_kernel = _make_depthwise_c16_kernel(DW_TP)
 depthwise_c16_silu_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True)  # for SiLU outputs (EfficientNet's)
-depthwise_c16_3x3_kernel = _make_depthwise_c16_kernel(DW_TP, TAPS=3)
-depthwise_c16_3x3_5x5_kernel = _make_depthwise_c16_kernel(DW_TP, TAPS=35)
-depthwise_c16_silu_3x3_5x5_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True, TAPS=35)
+depthwise_c16_3x3_kernel = _make_depthwise_c16_kernel(DW_TP, TAPS=3)  # MobileNet-V2's
+depthwise_c16_silu_3x3_5x5_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True, TAPS=35)  # EfficientNet-B0's
 
 
 def depthwise_taps(widths_strides_dilations) -> int:
@@ -253,11 +252,12 @@ def depthwise_taps(widths_strides_dilations) -> int:
 
 
 def depthwise_kernel(silu: bool, taps: int):
-    """The compiled depthwise kernel for SiLU outputs or the others, taking the shapes of ``taps``
-    (``depthwise_taps``; SiLU: 35 or 0)."""
+    """The compiled depthwise kernel for SiLU outputs or the others that takes the shapes of ``taps``
+    (``depthwise_taps``) and compiles the fewest: four kernels in all, a few more would each add 10-25 s to
+    the test suite's cold run."""
     if silu:
         return depthwise_c16_silu_kernel if taps == 0 else depthwise_c16_silu_3x3_5x5_kernel
-    return {0: depthwise_c16_kernel, 3: depthwise_c16_3x3_kernel, 35: depthwise_c16_3x3_5x5_kernel}[taps]
+    return depthwise_c16_3x3_kernel if taps == 3 else depthwise_c16_kernel
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

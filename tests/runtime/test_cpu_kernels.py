@@ -818,8 +818,8 @@ def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
     against ONNX Runtime."""
     taps = cpu_c16.depthwise_taps([(k, stride, dil)])
     kernels = [cpu_c16.depthwise_c16_kernel]
-    kernels += {0: [], 3: [cpu_c16.depthwise_c16_3x3_kernel, cpu_c16.depthwise_c16_3x3_5x5_kernel],
-                35: [cpu_c16.depthwise_c16_3x3_5x5_kernel]}[taps]
+    kernels += [cpu_c16.depthwise_c16_3x3_kernel] if taps == 3 else []
+    assert cpu_c16.depthwise_kernel(False, taps) is (kernels[-1] if taps == 3 else cpu_c16.depthwise_c16_kernel)
     assert taps == {(3, 1, 1): 3, (3, 2, 1): 3, (5, 1, 1): 35, (5, 2, 1): 35}.get((k, stride, dil), 0)
     for kernel in kernels:
         _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil)
@@ -841,12 +841,15 @@ def _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil):
 
 
 @pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_silu_kernel", "depthwise_c16_3x3_kernel",
-                                    "depthwise_c16_3x3_5x5_kernel", "depthwise_c16_silu_3x3_5x5_kernel"])
+                                    "depthwise_c16_silu_3x3_5x5_kernel"])
 @pytest.mark.parametrize("act", ["none", "relu", "relu6", "silu"])
 @pytest.mark.parametrize("n,c,h,w,k,stride,pad", [(1, 32, 6, 19, 3, 1, 1), (2, 16, 7, 7, 3, 2, 1),
                                                    (1, 16, 9, 10, 5, 1, 2)])
 def test_depthwise_c16_activation_in_registers(kernel, act, n, c, h, w, k, stride, pad):
-    """Every variant computes every activation (the SiLU ones apply SiLU row by row, the others per tile)."""
+    """Every variant computes every activation (the SiLU ones apply SiLU row by row, the others per tile). The
+    5x5 case has two blocks of rows, run by two threads at once: they used to overlap (the last block moved up
+    to a whole DW_ROWS), and SiLU, applied after the rows were stored, was applied twice to the rows both
+    stored (max abs error 0.28, in most runs on a cold cache)."""
     if k == 5 and kernel == "depthwise_c16_3x3_kernel":
         pytest.skip("3-wide windows only")
     x = rand(n, c, h, w, scale=4.0)  # spans relu6's clip at 6
