@@ -233,7 +233,6 @@ def _make_depthwise_c16_kernel(DW_TP, SILU=False, TAPS=0):
 
 
 depthwise_c16_kernel = _make_depthwise_c16_kernel(DW_TP)
-depthwise_c16_silu_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True)  # for SiLU outputs (EfficientNet's)
 depthwise_c16_3x3_kernel = _make_depthwise_c16_kernel(DW_TP, TAPS=3)  # MobileNet-V2's
 depthwise_c16_silu_3x3_5x5_kernel = _make_depthwise_c16_kernel(DW_TP, SILU=True, TAPS=35)  # EfficientNet-B0's
 
@@ -253,11 +252,12 @@ def depthwise_taps(widths_strides_dilations) -> int:
 
 def depthwise_kernel(silu: bool, taps: int):
     """The compiled depthwise kernel for SiLU outputs or the others that takes the shapes of ``taps``
-    (``depthwise_taps``) and compiles the fewest: four kernels in all, a few more would each add 10-25 s to
-    the test suite's cold run."""
-    if silu:
-        return depthwise_c16_silu_kernel if taps == 0 else depthwise_c16_silu_3x3_5x5_kernel
-    return depthwise_c16_3x3_kernel if taps == 3 else depthwise_c16_kernel
+    (``depthwise_taps``) and compiles the fewest. Three kernels in all (each one more adds 15-40 s of compiling
+    to the test suite's cold run): SiLU outputs of other windows take the kernel for any window, which applies
+    SiLU tile by tile."""
+    if silu and taps != 0:
+        return depthwise_c16_silu_3x3_5x5_kernel
+    return depthwise_c16_3x3_kernel if taps == 3 and not silu else depthwise_c16_kernel
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

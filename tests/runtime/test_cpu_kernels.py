@@ -820,6 +820,8 @@ def test_depthwise_c16(n, c, h, w, k, stride, pad, dil):
     kernels = [cpu_c16.depthwise_c16_kernel]
     kernels += [cpu_c16.depthwise_c16_3x3_kernel] if taps == 3 else []
     assert cpu_c16.depthwise_kernel(False, taps) is (kernels[-1] if taps == 3 else cpu_c16.depthwise_c16_kernel)
+    assert cpu_c16.depthwise_kernel(True, taps) is (cpu_c16.depthwise_c16_silu_3x3_5x5_kernel if taps else
+                                                    cpu_c16.depthwise_c16_kernel)
     assert taps == {(3, 1, 1): 3, (3, 2, 1): 3, (5, 1, 1): 35, (5, 2, 1): 35}.get((k, stride, dil), 0)
     for kernel in kernels:
         _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil)
@@ -840,8 +842,7 @@ def _check_depthwise_c16(kernel, n, c, h, w, k, stride, pad, dil):
     assert_close(cpu_c16.from_c16(out, c), np.maximum(ref, 0))
 
 
-@pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_silu_kernel", "depthwise_c16_3x3_kernel",
-                                    "depthwise_c16_silu_3x3_5x5_kernel"])
+@pytest.mark.parametrize("kernel", ["depthwise_c16_kernel", "depthwise_c16_3x3_kernel", "depthwise_c16_silu_3x3_5x5_kernel"])
 @pytest.mark.parametrize("act", ["none", "relu", "relu6", "silu"])
 @pytest.mark.parametrize("n,c,h,w,k,stride,pad", [(1, 32, 6, 19, 3, 1, 1), (2, 16, 7, 7, 3, 2, 1),
                                                    (1, 16, 9, 10, 5, 1, 2)])
