@@ -26,9 +26,22 @@ _V16 = ir.VectorType(ir.FloatType(), 16)
 
 
 def _vec_ptr(context, builder, arrty, arr, index):
-    data = make_array(arrty)(context, builder, arr).data
-    ptr = builder.gep(data, [index])
-    return builder.bitcast(ptr, _V16.as_pointer())
+    return _at16(builder, make_array(arrty)(context, builder, arr).data, index)
+
+
+def _at16(builder, data, index):
+    """A <16 x float> pointer to data[index:]."""
+    return builder.bitcast(builder.gep(data, [index]), _V16.as_pointer())
+
+
+def _data(context, builder, signature, args, k):
+    """The data pointer of the array argument ``k``."""
+    return make_array(signature.args[k])(context, builder, args[k]).data
+
+
+def _intp_args(context, builder, signature, args, positions):
+    """The integer arguments at ``positions``, as intp values."""
+    return tuple(context.cast(builder, args[k], signature.args[k], types.intp) for k in positions)
 
 
 def _typed(arrays, ints, floats) -> bool:
@@ -157,29 +170,17 @@ def max3_run16(typingctx, dst, di, x, xi, rstride, rows, count, sstep):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
         intp = context.get_value_type(types.intp)
-        di_, xi_, rstride_, rows_, count_, sstep_ = (context.cast(builder, args[k], sig[k], types.intp)
-                                                     for k in range(1, 8) if k != 2)
-        dst_data = make_array(sig[0])(context, builder, args[0]).data
-        x_data = make_array(sig[2])(context, builder, args[2]).data
+        di_, xi_, rstride_, rows_, count_, sstep_ = _intp_args(context, builder, signature, args, (1, 3, 4, 5, 6, 7))
+        dst_data, x_data = (_data(context, builder, signature, args, k) for k in (0, 2))
         const = lambda v: ir.Constant(intp, v)  # noqa: E731
-        r1 = builder.select(builder.icmp_signed(">", rows_, const(1)), rstride_, const(0))
-        r2 = builder.select(builder.icmp_signed(">", rows_, const(2)), builder.add(rstride_, rstride_), r1)
-
-        def load(ptr, at):
-            return builder.load(builder.bitcast(builder.gep(ptr, [at]), _V16.as_pointer()), align=4)
+        rows_at = _offsets(builder, intp, rows_, rstride_)
 
         def column(j):
-            ptr = builder.gep(x_data, [builder.add(xi_, j)])
-            return _max16(builder, _max16(builder, load(ptr, const(0)), load(ptr, r1)), load(ptr, r2))
+            return _max_over(builder, x_data, builder.add(xi_, j), rows_at)
 
         def store(k, value):
-            at = builder.add(di_, builder.mul(k, const(16)))
-            builder.store(value, builder.bitcast(builder.gep(dst_data, [at]), _V16.as_pointer()), align=4)
-
-        def window(a, b, c):
-            return _max16(builder, _max16(builder, a, b), c)
+            builder.store(value, _at16(builder, dst_data, builder.add(di_, builder.mul(k, const(16)))), align=4)
 
         # constant offsets: with runtime steps LLVM unrolled the loop into one induction variable per load,
         # spilled to the stack (2.5x slower)
@@ -193,7 +194,7 @@ def max3_run16(typingctx, dst, di, x, xi, rstride, rows, count, sstep):
                 def stride1_step(k):
                     a, b = builder.load(carried_a), builder.load(carried_b)
                     c = column(builder.add(builder.mul(k, c16), c32))
-                    store(k, window(a, b, c))
+                    store(k, _running_max(builder, [a, b, c]))
                     builder.store(b, carried_a)
                     builder.store(c, carried_b)
                 _rolled_loop(builder, count_, stride1_step)
@@ -202,7 +203,7 @@ def max3_run16(typingctx, dst, di, x, xi, rstride, rows, count, sstep):
                 def stride2_step(k):
                     base = builder.mul(k, c32)
                     b, c = column(builder.add(base, c16)), column(builder.add(base, c32))
-                    store(k, window(builder.load(carried_a), b, c))
+                    store(k, _running_max(builder, [builder.load(carried_a), b, c]))
                     builder.store(c, carried_a)
                 _rolled_loop(builder, count_, stride2_step)
         return context.get_dummy_value()
@@ -220,33 +221,39 @@ def max_window16(typingctx, dst, di, x, xi, rstride, rows, dstep, cols):
         return None
 
     def codegen(context, builder, signature, args):
-        sig = signature.args
         intp = context.get_value_type(types.intp)
-        di_, xi_, rstride_, rows_, dstep_, cols_ = (context.cast(builder, args[k], sig[k], types.intp)
-                                                    for k in (1, 3, 4, 5, 6, 7))
-        x_data = make_array(sig[2])(context, builder, args[2]).data
-        window = None
-        for c, r in ((c, r) for c in range(3) for r in range(3)):  # rows of a column, then the next column
-            at = builder.add(xi_, builder.add(_nth(builder, intp, c, cols_, dstep_), _nth(builder, intp, r, rows_,
-                                                                                            rstride_)))
-            v = builder.load(builder.bitcast(builder.gep(x_data, [at]), _V16.as_pointer()), align=4)
-            column = v if r == 0 else _max16(builder, column, v)
-            if r == 2:
-                window = column if window is None else _max16(builder, window, column)
-        dst_data = make_array(sig[0])(context, builder, args[0]).data
-        builder.store(window, builder.bitcast(builder.gep(dst_data, [di_]), _V16.as_pointer()), align=4)
+        di_, xi_, rstride_, rows_, dstep_, cols_ = _intp_args(context, builder, signature, args, (1, 3, 4, 5, 6, 7))
+        x_data = _data(context, builder, signature, args, 2)
+        rows_at = _offsets(builder, intp, rows_, rstride_)
+        columns = [_max_over(builder, x_data, builder.add(xi_, c), rows_at)
+                   for c in _offsets(builder, intp, cols_, dstep_)]  # (rows of a column, then the next column)
+        builder.store(_running_max(builder, columns), _at16(builder, _data(context, builder, signature, args, 0), di_),
+                      align=4)
         return context.get_dummy_value()
 
     return types.none(dst, di, x, xi, rstride, rows, dstep, cols), codegen
 
 
-def _nth(builder, intp, k, count, step):
-    """The offset of item min(k, count - 1) of items ``step`` apart (``count`` >= 1)."""
-    if k == 0:
-        return ir.Constant(intp, 0)
+def _offsets(builder, intp, count, step):
+    """The offsets of items 0, 1, 2 of ``count`` (1 to 3) items ``step`` apart, an item past the count at the
+    last one's: a window's rows or columns, of which the maximum is taken (a repeat changes nothing)."""
     last = builder.mul(builder.sub(count, ir.Constant(intp, 1)), step)
-    return builder.select(builder.icmp_signed(">", count, ir.Constant(intp, k)),
-                          builder.mul(step, ir.Constant(intp, k)), last)
+    return [ir.Constant(intp, 0)] + [builder.select(builder.icmp_signed(">", count, ir.Constant(intp, k)),
+                                                    builder.mul(step, ir.Constant(intp, k)), last) for k in (1, 2)]
+
+
+def _max_over(builder, data, at, offsets):
+    """The running maximum of the vectors data[at + offset:] for the offsets (``_running_max``)."""
+    return _running_max(builder, [builder.load(_at16(builder, data, builder.add(at, offset)), align=4)
+                                  for offset in offsets])
+
+
+def _running_max(builder, vectors):
+    """``_max16`` of the vectors, first to last: the NaN order of the max-pool kernels."""
+    m = vectors[0]
+    for v in vectors[1:]:
+        m = _max16(builder, m, v)
+    return m
 
 
 def _fconst(value):
@@ -422,18 +429,15 @@ def store_tile_planes(typingctx, dst, o, plane, acc, a0, astride, pixels, first,
     def codegen(context, builder, signature, args):
         sig = signature.args
         intp = context.get_value_type(types.intp)
-        o_, plane_, first_, count_, rows_, bi_ = (context.cast(builder, args[k], sig[k], types.intp)
-                                                  for k in (1, 2, 7, 8, 9, 11))
-        accp = make_array(sig[3])(context, builder, args[3]).data
-        vectors = [builder.load(builder.bitcast(builder.gep(accp, [ir.Constant(intp, A0 + t * STRIDE)]),
-                                                _V16.as_pointer()), align=4) if t < TP else None for t in range(8)]
+        o_, plane_, first_, count_, rows_, bi_ = _intp_args(context, builder, signature, args, (1, 2, 7, 8, 9, 11))
+        accp = _data(context, builder, signature, args, 3)
+        vectors = [builder.load(_at16(builder, accp, ir.Constant(intp, A0 + t * STRIDE)), align=4) if t < TP else None
+                   for t in range(8)]
         pairs = _transpose_network(builder, vectors)
         lanes = ir.Constant(ir.VectorType(intp, 8), list(range(8)))
         mask = builder.and_(builder.icmp_signed(">=", lanes, _splat(builder, first_, ir.VectorType(intp, 8))),
                             builder.icmp_signed("<", lanes, _splat(builder, count_, ir.VectorType(intp, 8))))
-        dst_data = make_array(sig[0])(context, builder, args[0]).data
-        bias_data = make_array(sig[10])(context, builder, args[10]).data
-        res_data = make_array(sig[12])(context, builder, args[12]).data
+        dst_data, bias_data, res_data = (_data(context, builder, signature, args, k) for k in (0, 10, 12))
         has_res_ = args[13]
         lo8 = _splat(builder, context.cast(builder, args[14], sig[14], types.float32), _V8)
         hi8 = _splat(builder, context.cast(builder, args[15], sig[15], types.float32), _V8)
