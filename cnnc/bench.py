@@ -262,7 +262,7 @@ def run_bench(args) -> int:
     t0 = time.perf_counter()
     target = getattr(args, "target", "cpu")
     model = load(args.spec, weights=args.weights, target=target, threads=threads, seed=0, network=args.network,
-                 include=tuple(args.include), **overrides)
+                 include=tuple(args.include), opt_level=args.opt_level, disabled=tuple(args.disable), **overrides)
     load_s = time.perf_counter() - t0
     if model.program.cpu is not None:  # load the compiled kernels (once per process) before measuring memory
         model.program.run({i["name"]: np.zeros((1, *i["shape"]), np.float32) for i in model.plan["inputs"]})
@@ -274,7 +274,7 @@ def run_bench(args) -> int:
     name = plan["inputs"][0]["name"]
     macs = sum(s.get("macs", 0) for s in plan["steps"])
     report = {"network": plan["network"], "target": target, "threads": threads, "gmacs_per_sample": macs / 1e9, "load_s": load_s,
-              "results": []}
+              "opt_level": args.opt_level, "disabled": sorted(args.disable), "steps": len(plan["steps"]), "results": []}
     if target == "cpu":  # which register tiles the CPU kernels were built with (runtime/cpu/isa.py)
         from .runtime.cpu.isa import VECTOR_UNIT
         report["vector_unit"] = VECTOR_UNIT.key

@@ -9,7 +9,7 @@ import traceback
 
 from . import __version__
 from .errors import CnncError, Diagnostic, render
-from .passes import DEFAULT_OPT_LEVEL
+from .passes import DEFAULT_OPT_LEVEL, PASS_NAMES
 
 EXAMPLES = """\
 examples:
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "dot", "text"), default="table",
                    help="table (default), json, dot (Graphviz), or text (the IR dump)")
     p.add_argument("--depth", type=int, metavar="K", help="collapse blocks below depth K into one row each")
-    p.add_argument("--after", metavar="PASS", help="dump the graph IR after this pass (expand, infer_shapes, dce)")
+    p.add_argument("--after", metavar="PASS", help="dump the graph IR after this pass (" + ", ".join(PASS_NAMES) + ")")
 
     p = sub.add_parser("compile", help="compile a spec into a plan file",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -186,14 +186,17 @@ def cmd_inspect(args) -> int:
     result = _compile(args, stop_after=args.after or "dce")
     _print_warnings(result.warnings, args.error_format)
     g = result.graph
-    if args.after or args.format == "text":
-        sys.stdout.write(g.dump())
-    elif args.format == "json":
-        sys.stdout.write(ins.json_text(g))
-    elif args.format == "dot":
-        sys.stdout.write(ins.dot(g))
+    if args.after or args.format in ("text", "dot"):
+        sys.stdout.write(g.dump() if args.after or args.format == "text" else ins.dot(g))
+        return 0
+    # The memory figures are the plan's that runs: compiled through every pass at the level asked for.
+    from .plan import from_graph
+    plan = from_graph(_compile(args).graph)
+    if args.format == "json":
+        sys.stdout.write(ins.json_text(g, plan))
     else:
-        sys.stdout.write(ins.table(g, args.depth))
+        label = " ".join([f"-O{args.opt_level}"] + [f"--disable {p}" for p in args.disable])
+        sys.stdout.write(ins.table(g, args.depth, (plan, label)))
     return 0
 
 

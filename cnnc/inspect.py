@@ -42,7 +42,10 @@ def rows(graph: Graph, depth: int | None = None) -> list[dict]:
     return out
 
 
-def table(graph: Graph, depth: int | None = None) -> str:
+def table(graph: Graph, depth: int | None = None, compiled: tuple[dict, str] | None = None) -> str:
+    """The per-layer table and totals. The memory line is that of `compiled` (a plan and how it was compiled,
+    e.g. "-O2"): the plan that runs, whose fused steps have fewer tensors than the graph as written; without
+    it, of the graph itself."""
     rs = rows(graph, depth)
     headers = ("name", "op", "output shape", "params", "MACs")
     body = [(r["name"], r["op"] + (f" ({r['layers']} layers)" if r["layers"] > 1 else ""), fmt_shape(r["shape"]),
@@ -65,12 +68,17 @@ def table(graph: Graph, depth: int | None = None) -> str:
                  + (f" + {buffers:,} buffer values" if buffers else "")
                  + f"; weights {_human(4 * (params + buffers), 'B')} as float32")
     lines.append(f"MACs per sample: {macs:,} ({_human(macs)})")
-    lines.append(f"activation memory per sample: {_human(act, 'B')} (every tensor, no reuse); "
-                 f"planned arena {_human(4 * _arena(graph), 'B')}")
+    plan, label = compiled or (_plan(graph), "as shown")
+    memory = plan["memory"]
+    lines.append(f"activation memory per sample: {_human(act, 'B')} (every tensor above, no reuse)")
+    lines.append(f"compiled {label}: {len(plan['steps'])} steps, their outputs {_human(4 * memory['no_reuse'], 'B')} "
+                 f"with no reuse, in a planned arena of {_human(4 * memory['per_sample'], 'B')}")
     return "\n".join(lines) + "\n"
 
 
-def to_json(graph: Graph) -> dict:
+def to_json(graph: Graph, plan: dict | None = None) -> dict:
+    """The graph as JSON; the memory figures `plan_*` are those of `plan` (default: the graph's own)."""
+    plan = plan or _plan(graph)
     nodes = []
     for name in graph.nodes():
         d = graph.node(name)
@@ -91,20 +99,22 @@ def to_json(graph: Graph) -> dict:
         "buffers": sum(numel(c.shape) for c in graph.constants.values() if not c.learnable),
         "macs": graph.macs(),
         "activation_bytes": graph.activation_bytes(),
-        "arena_bytes": 4 * _arena(graph),
+        "plan_steps": len(plan["steps"]),
+        "plan_no_reuse_bytes": 4 * plan["memory"]["no_reuse"],
+        "arena_bytes": 4 * plan["memory"]["per_sample"],
         "weights": [{"name": c.name, "shape": list(c.shape), "learnable": c.learnable}
                     for c in graph.constants.values()],
         "nodes": nodes,
     }
 
 
-def _arena(graph: Graph) -> int:
+def _plan(graph: Graph) -> dict:
     from .plan import from_graph
-    return from_graph(graph)["memory"]["per_sample"]
+    return from_graph(graph)
 
 
-def json_text(graph: Graph) -> str:
-    return json.dumps(to_json(graph), indent=1) + "\n"
+def json_text(graph: Graph, plan: dict | None = None) -> str:
+    return json.dumps(to_json(graph, plan), indent=1) + "\n"
 
 
 def _q(s: str) -> str:

@@ -96,9 +96,11 @@ class Model:
 
 def load(path: str, weights: str | dict | None = None, target: str = "cpu", threads: int | None = None,
          allow_missing: bool = False, seed: int = 0, network: str | None = None, include: tuple[str, ...] = (),
-         memory_limit: int | None = None, **params) -> Model:
-    """A runnable model from a .cnn spec (compiled now; `params` override network parameters) or a
-    .cnnplan file. Without weights (and none bundled in the plan), weights are `cnnc init`'s seeded ones."""
+         memory_limit: int | None = None, opt_level: int | None = None, disabled: tuple[str, ...] = (),
+         **params) -> Model:
+    """A runnable model from a .cnn spec (compiled now, at `opt_level` without the `disabled` passes;
+    `params` override network parameters) or a .cnnplan file. Without weights (and none bundled in the plan),
+    weights are `cnnc init`'s seeded ones."""
     if target == "cuda":  # no GPU here: say so before compiling anything
         from .runtime.cuda_program import require_device
         from .runtime.executor import DeviceUnavailableError
@@ -110,10 +112,16 @@ def load(path: str, weights: str | dict | None = None, target: str = "cpu", thre
     if str(path).endswith(".cnnplan"):
         if params:
             raise CnncError(Diagnostic("E201", "a compiled plan has fixed parameters; recompile to change them", None))
+        from .passes import DEFAULT_OPT_LEVEL
+        if disabled or opt_level not in (None, DEFAULT_OPT_LEVEL):
+            raise CnncError(Diagnostic("E201", "a compiled plan's passes were chosen when it was compiled", None,
+                                       "pass -O and --disable to `cnnc compile`, or run the .cnn spec"))
         plan, bundled = plan_mod.load(str(path))
     else:
         from .compiler import compile_spec
-        result = compile_spec(str(path), params, network, include)
+        from .passes import DEFAULT_OPT_LEVEL
+        result = compile_spec(str(path), params, network, include,
+                              DEFAULT_OPT_LEVEL if opt_level is None else opt_level, tuple(disabled))
         graph = result.graph
         plan, bundled = plan_mod.from_graph(graph), None
     constants = plan["constants"]

@@ -151,7 +151,8 @@ def run_command(args) -> int:
     overrides = parse_overrides(args.set)
     model = load(args.spec, weights=args.weights, target=args.target, threads=args.threads,
                  allow_missing=args.allow_missing, seed=args.seed, network=args.network,
-                 include=tuple(args.include), memory_limit=0 if args.no_memory_check else None, **overrides)
+                 include=tuple(args.include), memory_limit=0 if args.no_memory_check else None,
+                 opt_level=args.opt_level, disabled=tuple(args.disable), **overrides)
     t_loaded = time.perf_counter()
     if args.weights is None:
         print(f"cnnc: no --weights: running on {model.weights_source}", file=sys.stderr)

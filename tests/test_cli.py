@@ -1,9 +1,11 @@
 """The command line: help, exit codes, compile, and what a new user types first."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cnnc import plan as plan_mod
@@ -150,3 +152,29 @@ def test_spec_outside_the_checkout_imports_from_the_library(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     assert '"parameters": 21797672' in r.stdout
+
+
+def test_run_and_bench_compile_at_the_level_asked(capsys, tmp_path):
+    """`cnnc run` and `cnnc bench` take -O and --disable as `compile` does: LeNet-5 at -O0 runs its tanh
+    activations as steps of their own (four more steps: after conv1, conv2, fc1, fc2), computing the same outputs; an unknown pass is refused,
+    and so are optimisation flags for a plan compiled already."""
+    spec = str(SPECS / "lenet5.cnn")
+    steps = {}
+    for flags in (["-O0"], ["--disable", "fuse_activation"], []):
+        code, out, _ = run(capsys, "bench", spec, "--repeat", "1", "--warmup", "0", "--format", "json", *flags)
+        assert code == 0
+        steps[" ".join(flags)] = json.loads(out)["steps"]
+    assert steps["-O0"] == steps["--disable fuse_activation"] == steps[""] + 4
+    outputs = {}
+    for level in ("0", "2"):
+        path = tmp_path / f"y{level}.npy"
+        code, _, _ = run(capsys, "run", spec, f"-O{level}", "--output", str(path))
+        assert code == 0
+        outputs[level] = np.load(path)
+    np.testing.assert_allclose(outputs["0"], outputs["2"], rtol=1e-5, atol=1e-6)
+    code, _, err = run(capsys, "run", spec, "--disable", "no_such_pass")
+    assert code == 1 and "unknown pass 'no_such_pass'" in err
+    plan = tmp_path / "lenet.cnnplan"
+    assert run(capsys, "compile", spec, "-o", str(plan))[0] == 0
+    code, _, err = run(capsys, "run", str(plan), "-O1")
+    assert code == 1 and "chosen when it was compiled" in err

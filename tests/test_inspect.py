@@ -78,3 +78,26 @@ def test_after_expand_dump(capsys, write_spec):
 def test_after_unknown_pass(capsys, write_spec):
     code, _, err = run(capsys, "inspect", write_spec(BLOCKS), "--after", "fusion")
     assert code == 1 and "unknown pass 'fusion'" in err and "expand, infer_shapes, dce" in err
+
+
+def test_memory_figures_are_those_of_the_plan_compiled_at_the_level_asked(capsys, tmp_path):
+    """The table lists the network as written, but its memory line, like the JSON's `arena_bytes`, is the
+    plan's that `cnnc compile` writes with the same flags: at -O0 ResNet-18 keeps its batchnorms and
+    activations as steps (one output each), at -O2 they are folded and fused away."""
+    from cnnc import plan as plan_mod
+    spec = str(SPECS / "resnet18.cnn")
+    for flags in (["-O0"], ["--disable", "fuse_residual"], []):
+        code, out, _ = run(capsys, "inspect", spec, "--format", "json", *flags)
+        assert code == 0
+        data = json.loads(out)
+        path = tmp_path / "r.cnnplan"
+        assert run(capsys, "compile", spec, "-o", str(path), *flags)[0] == 0
+        plan, _ = plan_mod.load(str(path))
+        assert data["plan_steps"] == len(plan["steps"])
+        assert data["arena_bytes"] == 4 * plan["memory"]["per_sample"]
+        assert data["plan_no_reuse_bytes"] == 4 * plan["memory"]["no_reuse"]
+        assert data["arena_bytes"] < data["plan_no_reuse_bytes"]
+        if flags == ["-O0"]:
+            assert data["plan_steps"] == len([n for n in data["nodes"] if n["op"] != "input"])
+        if not flags:  # 20 convolutions (batchnorm, relu and the residual adds in them), 2 pools, flatten, fc
+            assert data["plan_steps"] == 24
