@@ -9,7 +9,7 @@ import pytest
 from cnnc import plan as plan_mod
 from cnnc.compiler import build_graph, compile_spec
 from cnnc.errors import CnncError
-from cnnc.passes import PASS_NAMES, PassContext, dce, infer_shapes, run_pipeline, verify
+from cnnc.passes import PASS_NAMES, PIPELINE, PassContext, dce, infer_shapes, run_pipeline, verify
 from cnnc.runtime.executor import Program
 from cnnc.weights import initialise, seeded_fixture_weights
 from conftest import MODELS, SPECS, check_snapshot
@@ -230,24 +230,60 @@ def test_fused_graph_computes_the_same_function(write_spec):
             assert np.max(np.abs(outs[label][k] - ref)) <= 1e-5 * max(1.0, np.max(np.abs(ref))), (label, k)
 
 
+OPTIMISING_PASSES = [p.name for p in PIPELINE if not p.required]
+# Where each pass changes a library model's graph: what the architectures hold (dropout; batchnorm after a
+# convolution; activations; an average pool after a pointwise convolution, DenseNet's transitions; residual adds;
+# and convolutions, all of which the layout pass gives their layouts).
+FIRES = {
+    "lenet5": {"fuse_activation", "layout"},
+    "alexnet": {"drop_identities", "fuse_activation", "layout"},
+    "vgg16": {"drop_identities", "fuse_activation", "layout"},
+    "googlenet": {"drop_identities", "fold_batchnorm", "fuse_activation", "layout"},
+    "resnet18": {"fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
+    "resnet50": {"fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
+    "densenet121": {"fold_batchnorm", "fuse_activation", "pool_first", "layout"},
+    "mobilenet_v2": {"drop_identities", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
+    "efficientnet_b0": {"drop_identities", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
+    "yolov3_tiny": {"fold_batchnorm", "fuse_activation", "layout"},
+    "unet": {"fold_batchnorm", "fuse_activation", "layout"},
+    "dcgan_generator": {"fold_batchnorm", "fuse_activation", "layout"},
+    "dcgan_discriminator": {"fold_batchnorm", "fuse_activation", "layout"},
+}
+
+
+def test_every_pass_fires_somewhere_in_the_library():
+    """Each optimising pass is tested on and off on some library model below, but `dce`: the library has no
+    dead layers (`test_dce_does_not_fire_on_the_library`); its equivalence is tested on specs that have some."""
+    assert set(FIRES) == set(MODELS)
+    assert set().union(*FIRES.values()) == set(OPTIMISING_PASSES) - {"dce"}
+
+
 @pytest.mark.parametrize("model", MODELS)
-def test_library_same_function_with_fusion_on_and_off(model):
-    """The CPU runtime on the fused plan agrees with the unfused plan (zoo seeded weights and input)."""
+def test_library_same_function_with_each_pass_on_and_off(model):
+    """The CPU runtime computes the same function (zoo seeded weights and input) with every pass, with none of
+    the optimising passes, and with each one of them left out alone, wherever leaving it out changes the
+    graph: `FIRES` says where that must be."""
     from conftest import zoo_meta
     meta = zoo_meta(model)
+    spec = str(SPECS / f"{model}.cnn")
     x = np.random.default_rng(1).standard_normal([1, *meta["input_shape"][1:]]).astype(np.float32)
-    outs = []
-    for disabled in ((), ("drop_identities", "fold_batchnorm", "fuse_activation", "pool_first", "fuse_residual",
-                          "layout")):
-        plan = plan_mod.from_graph(compile_spec(str(SPECS / f"{model}.cnn"), disabled=disabled).graph)
-        w = seeded_fixture_weights(plan["constants"])
-        outs.append(Program(plan, w, target="cpu").run({plan["inputs"][0]["name"]: x}))
-    for k in outs[1]:
-        ref = outs[1][k]
-        if model == "yolov3_tiny" and k == "output":
-            assert np.all(np.abs(outs[0][k] - ref) <= 1e-3 * np.abs(ref) + 1e-3)
-        else:
-            assert np.max(np.abs(outs[0][k] - ref)) <= 1e-4 * np.max(np.abs(ref)), k
+    everything = compile_spec(spec).graph.dump()
+    fires = {p for p in OPTIMISING_PASSES if compile_spec(spec, disabled=(p,)).graph.dump() != everything}
+    assert fires == FIRES[model]
+
+    def run(disabled):
+        plan = plan_mod.from_graph(compile_spec(spec, disabled=disabled).graph)
+        return Program(plan, seeded_fixture_weights(plan["constants"]), target="cpu").run(
+            {plan["inputs"][0]["name"]: x})
+
+    ref = run(tuple(OPTIMISING_PASSES))
+    for disabled in [()] + [(p,) for p in sorted(fires)]:
+        out = run(disabled)
+        for k in ref:
+            if model == "yolov3_tiny" and k == "output":
+                assert np.all(np.abs(out[k] - ref[k]) <= 1e-3 * np.abs(ref[k]) + 1e-3), (disabled, k)
+            else:
+                assert np.max(np.abs(out[k] - ref[k])) <= 1e-4 * np.max(np.abs(ref[k])), (disabled, k)
 
 
 POOL_FIRST = """\
