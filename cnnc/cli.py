@@ -10,6 +10,8 @@ import traceback
 from . import __version__
 from .errors import CnncError, Diagnostic, render
 from .passes import DEFAULT_OPT_LEVEL, PASS_NAMES
+from .passes.memory import OPTIONS as MEMORY_OPTIONS
+from .passes.memory import describe as describe_memory
 
 EXAMPLES = """\
 examples:
@@ -186,6 +188,10 @@ def cmd_inspect(args) -> int:
     result = _compile(args, stop_after=args.after or "dce")
     _print_warnings(result.warnings, args.error_format)
     g = result.graph
+    if args.after in ("memory", *MEMORY_OPTIONS):  # the graph, then where each tensor lives
+        from .plan import from_graph
+        sys.stdout.write(g.dump() + describe_memory(from_graph(g)))
+        return 0
     if args.after or args.format in ("text", "dot"):
         sys.stdout.write(g.dump() if args.after or args.format == "text" else ins.dot(g))
         return 0

@@ -72,7 +72,9 @@ def from_graph(graph) -> dict:
     }
     # Buffer places are decided here, at compile time: per-sample offsets in one arena (x batch at run time).
     from .runtime.memory import plan_memory
-    plan["memory"] = plan_memory(plan)
+    options = g.g.graph.get("memory_options", {})  # the `memory` pass's choice (default: every part)
+    plan["memory"] = plan_memory(plan, concat_in_place=options.get("concat_in_place", True),
+                                 in_place=options.get("in_place", True))
     return plan
 
 

@@ -156,9 +156,10 @@ class CpuProgram:
         self.modes = {True: _Placement(memory)}
         self.modes[False] = self.modes[True]
         if memory.get("slices"):
-            batched = plan_memory(plan, concat_in_place="blocked")
+            in_place = memory.get("options", {}).get("in_place", True)  # as compiled (`--disable in_place`)
+            batched = plan_memory(plan, concat_in_place="blocked", in_place=in_place)
             if not self._strided_kernels_for(batched["slices"]):
-                batched = plan_memory(plan, concat_in_place=False)
+                batched = plan_memory(plan, concat_in_place=False, in_place=in_place)
             self.modes[False] = _Placement(batched)
         self.halos = tensor_halos(plan)  # blocked tensors stored inside a zero halo for a depthwise consumer
         self.storage = {t: storage_shape(s, t in self.blocked, self.halos.get(t, (0, 0, 0, 0)))

@@ -212,7 +212,7 @@ def storage_size(shape, blocked: bool, halo=(0, 0, 0, 0)) -> int:
 
 
 def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = True,
-                conv_in_place: bool = True, workspaces: bool = True) -> dict:
+                conv_in_place: bool = True, workspaces: bool = True, in_place: bool = True) -> dict:
     """The memory plan of a plan dict: which tensors are views of which (`views`: tensor -> owner), which
     tensors are written over a dying input (`in_place`: tensor -> the tensor whose buffer it reuses), each
     buffer owner's offset in the arena (`offsets`, elements per sample), the arena size per sample and the
@@ -222,7 +222,10 @@ def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = 
     target that stores every tensor plain). `conv_in_place`: let convolutions write over their input where the CPU kernel can
     (`banded_in_place`; False: a target whose kernels cannot). `workspaces`: give each step that needs one
     (`winograd_plan.step_workspace`) a workspace in the arena, alive during that step only (`workspace`:
-    step output -> floats per sample; offsets under `workspace_key(output)`); False: a target without."""
+    step output -> floats per sample; offsets under `workspace_key(output)`); False: a target without.
+    `in_place`: False writes no output over an input (the compiler's `--disable in_place`). The result's
+    `options` records `concat_in_place` and `in_place`, so a runtime planning again for other batch sizes keeps
+    what the compiler chose."""
     blocked = blocked_tensors(plan) if layouts else set()
     halos = tensor_halos(plan) if layouts else {}
     shapes = {k: tuple(v) for k, v in plan["tensors"].items()}
@@ -244,8 +247,8 @@ def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = 
         last_read[view_owner(o["tensor"])] = end
     # step output -> workspace floats per sample, for the steps that need one
     workspace = {s["output"]: f for s in plan["steps"] if (f := step_workspace(s, shapes))} if workspaces else {}
-    in_place: dict[str, str] = {}
-    for i, step in enumerate(plan["steps"]):
+    over: dict[str, str] = {}  # output -> the input whose buffer it takes over
+    for i, step in enumerate(plan["steps"] if in_place else ()):
         out = step["output"]
         if step["op"] in VIEW_OPS or out in shared:
             continue
@@ -257,9 +260,9 @@ def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = 
                 continue  # a convolution reads its whole input while storing: never over it
             if (base not in inputs and base not in shared and last_read.get(base) == i and sizes[base] == sizes[out]
                     and (base in blocked) == (out in blocked) and halos.get(base) == halos.get(out)):
-                in_place[out] = in_place.get(base, base)
+                over[out] = over.get(base, base)
                 break
-    memory = {"views": views, "in_place": in_place, "slices": slices}
+    memory = {"views": views, "in_place": over, "slices": slices}
     owner = lambda t: storage_owner(memory, t)  # noqa: E731
     steps = [{"output": owner(s["output"]), "inputs": [owner(i) for i in s["inputs"]]} for s in plan["steps"]]
     owners = {owner(s["output"]) for s in plan["steps"]} | set(inputs)
@@ -271,7 +274,8 @@ def plan_memory(plan: dict, concat_in_place: bool | str = True, layouts: bool = 
             intervals.append(Interval(workspace_key(step["output"]), workspace[step["output"]], i, i))
     offsets, total = plan_arena(intervals)
     no_reuse = sum(sizes[s["output"]] for s in plan["steps"] if s["op"] not in VIEW_OPS)
-    return {**memory, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse, "workspace": workspace}
+    return {**memory, "offsets": offsets, "per_sample": total, "no_reuse": no_reuse, "workspace": workspace,
+            "options": {"concat_in_place": bool(concat_in_place), "in_place": in_place}}
 
 
 def workspace_key(output: str) -> str:

@@ -10,6 +10,7 @@ from cnnc import plan as plan_mod
 from cnnc.compiler import build_graph, compile_spec
 from cnnc.errors import CnncError
 from cnnc.passes import PASS_NAMES, PIPELINE, PassContext, dce, infer_shapes, run_pipeline, verify
+from cnnc.passes.memory import OPTIONS as MEMORY_OPTIONS
 from cnnc.runtime.executor import Program
 from cnnc.weights import initialise, seeded_fixture_weights
 from conftest import MODELS, SPECS, check_snapshot
@@ -29,7 +30,7 @@ network dead() {
 
 def test_pipeline_names():
     assert PASS_NAMES == ["expand", "infer_shapes", "dce", "drop_identities", "fold_batchnorm", "fuse_activation",
-                          "pool_first", "fuse_residual", "layout"]
+                          "pool_first", "fuse_residual", "layout", "memory", "concat_in_place", "in_place"]
 
 
 def test_dce_removes_dead_layers_and_their_weights(write_spec):
@@ -166,7 +167,7 @@ def test_pipeline_records_timings(write_spec):
     ctx = PassContext()
     run_pipeline(g, ctx)
     assert set(ctx.timings) == {"infer_shapes", "dce", "drop_identities", "fold_batchnorm", "fuse_activation",
-                                "pool_first", "fuse_residual", "layout"}
+                                "pool_first", "fuse_residual", "layout", "memory"}
 
 
 FUSABLE = """\
@@ -230,22 +231,25 @@ def test_fused_graph_computes_the_same_function(write_spec):
             assert np.max(np.abs(outs[label][k] - ref)) <= 1e-5 * max(1.0, np.max(np.abs(ref))), (label, k)
 
 
-OPTIMISING_PASSES = [p.name for p in PIPELINE if not p.required]
-# Where each pass changes a library model's graph: what the architectures hold (dropout; batchnorm after a
-# convolution; activations; an average pool after a pointwise convolution, DenseNet's transitions; residual adds;
-# and convolutions, all of which the layout pass gives their layouts).
+OPTIMISING_PASSES = [p.name for p in PIPELINE if not p.required] + list(MEMORY_OPTIONS)
+# Where each pass changes a library model's graph or memory plan: what the architectures hold (dropout; batchnorm
+# after a convolution; activations; an average pool after a pointwise convolution, DenseNet's transitions; residual
+# adds, which the convolutions they are fused into write over the skip; convolutions, all of which the layout pass
+# gives their layouts; channel concatenations).
 FIRES = {
     "lenet5": {"fuse_activation", "layout"},
     "alexnet": {"drop_identities", "fuse_activation", "layout"},
     "vgg16": {"drop_identities", "fuse_activation", "layout"},
-    "googlenet": {"drop_identities", "fold_batchnorm", "fuse_activation", "layout"},
-    "resnet18": {"fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
-    "resnet50": {"fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
-    "densenet121": {"fold_batchnorm", "fuse_activation", "pool_first", "layout"},
-    "mobilenet_v2": {"drop_identities", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
-    "efficientnet_b0": {"drop_identities", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout"},
-    "yolov3_tiny": {"fold_batchnorm", "fuse_activation", "layout"},
-    "unet": {"fold_batchnorm", "fuse_activation", "layout"},
+    "googlenet": {"drop_identities", "fold_batchnorm", "fuse_activation", "layout", "concat_in_place"},
+    "resnet18": {"fold_batchnorm", "fuse_activation", "fuse_residual", "layout", "in_place"},
+    "resnet50": {"fold_batchnorm", "fuse_activation", "fuse_residual", "layout", "in_place"},
+    "densenet121": {"fold_batchnorm", "fuse_activation", "pool_first", "layout", "concat_in_place"},
+    "mobilenet_v2": {"drop_identities", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout",
+                     "in_place"},
+    "efficientnet_b0": {"drop_identities", "fold_batchnorm", "fuse_activation", "fuse_residual", "layout",
+                        "in_place"},
+    "yolov3_tiny": {"fold_batchnorm", "fuse_activation", "layout", "concat_in_place"},
+    "unet": {"fold_batchnorm", "fuse_activation", "layout", "concat_in_place"},
     "dcgan_generator": {"fold_batchnorm", "fuse_activation", "layout"},
     "dcgan_discriminator": {"fold_batchnorm", "fuse_activation", "layout"},
 }
@@ -267,8 +271,13 @@ def test_library_same_function_with_each_pass_on_and_off(model):
     meta = zoo_meta(model)
     spec = str(SPECS / f"{model}.cnn")
     x = np.random.default_rng(1).standard_normal([1, *meta["input_shape"][1:]]).astype(np.float32)
-    everything = compile_spec(spec).graph.dump()
-    fires = {p for p in OPTIMISING_PASSES if compile_spec(spec, disabled=(p,)).graph.dump() != everything}
+    def compiled(disabled=()):  # the graph and its memory plan
+        graph = compile_spec(spec, disabled=disabled).graph
+        memory = plan_mod.from_graph(graph)["memory"]
+        return graph.dump(), {k: v for k, v in memory.items() if k != "options"}
+
+    everything = compiled()
+    fires = {p for p in OPTIMISING_PASSES if compiled((p,)) != everything}
     assert fires == FIRES[model]
 
     def run(disabled):
@@ -647,3 +656,47 @@ def test_layout_leaves_squeeze_and_excitation_products_plain():
                   tuple(graph.node(n)["shape"][1:]) == (1, 1)]
     assert len(one_by_one) == 32
     assert not any(graph.node(n)["attrs"].get("layout") for n in one_by_one)
+
+
+MEMORY = """\
+network mem() {
+    input x: (N, 16, 8, 8)
+    r = relu(x)                         # not over x: a network input is the caller's array
+    a = conv(r, 16, 3, padding=1)
+    b = conv(r, 16, 1)
+    c = concat(a, b)                    # a and b written into their channels of c
+    d = conv(c, 32, 1)
+    m = mul(d, c)                       # over d, which dies here (c is a concatenation's buffer: never)
+    g = global_avgpool(m)
+    output y = flatten(g)               # a view of g
+}
+"""
+
+
+def test_memory_stage_snapshot_switches_and_function(write_spec, capsys):
+    """`cnnc inspect --after memory` shows where each tensor lives; `--disable concat_in_place` and `--disable
+    in_place` (and -O0) take those parts out, and every variant computes what the reference does."""
+    from cnnc.cli import main
+    from cnnc.passes.memory import describe
+    path = write_spec(MEMORY)
+    texts = []
+    for flags in ([], ["--disable", "concat_in_place"], ["--disable", "in_place"], ["-O0"]):
+        assert main(["inspect", path, "--after", "memory", *flags]) == 0
+        out = capsys.readouterr().out
+        texts.append(f"--- {' '.join(flags) or '-O2'} ---\n" + out[out.index("memory plan"):])
+    check_snapshot("memory_stage.txt", "".join(texts))
+    plans = {flags: plan_mod.from_graph(compile_spec(path, disabled=flags).graph)
+             for flags in ((), ("concat_in_place",), ("in_place",))}
+    memory = plans[()]["memory"]
+    assert memory["slices"] == {"a": ("c", 0), "b": ("c", 16)} and memory["in_place"] == {"m": "d"}
+    assert memory["views"] == {"y": "g"}
+    assert plans[("concat_in_place",)]["memory"]["slices"] == {}
+    assert plans[("in_place",)]["memory"]["in_place"] == {}
+    assert describe(plans[()]).startswith("memory plan of mem")
+    x = np.random.default_rng(3).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    w = seeded_fixture_weights(plans[()]["constants"])
+    ref = Program(plans[()], w, target="reference").run({"x": x})["y"]
+    for flags, plan in plans.items():
+        for batch in (x[:1], x):  # (batches over one plan their memory again, keeping what was compiled)
+            out = Program(plan, dict(w), target="cpu").run({"x": batch})["y"]
+            np.testing.assert_allclose(out, ref[:len(batch)], rtol=1e-5, atol=1e-5, err_msg=str(flags))

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import (dce, drop_identities, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, pool_first,
-               verify)
+from . import (dce, drop_identities, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, memory,
+               pool_first, verify)
 
 
 @dataclass
@@ -23,7 +23,8 @@ class Pass:
     required: bool = False  # cannot be disabled
 
 
-# The pipeline, in order. Memory planning runs when a plan is made (cnnc/plan.py).
+# The pipeline, in order. `memory` chooses the memory planner's parts; the planning runs when a plan is made
+# (cnnc/plan.py), and its parts are named (for -O and --disable) after the passes.
 PIPELINE: list[Pass] = [
     Pass("infer_shapes", infer_shapes.run, 0, required=True),
     Pass("dce", dce.run, 1),
@@ -33,10 +34,12 @@ PIPELINE: list[Pass] = [
     Pass("pool_first", pool_first.run, 2),
     Pass("fuse_residual", fuse_residual.run, 2),
     Pass("layout", layout.run, 2),
+    Pass("memory", memory.run, 0, required=True),
 ]
 
-PASS_NAMES = ["expand"] + [p.name for p in PIPELINE]
-# -O0: shapes only; -O1: identities dropped, folding and activation fusion; -O2: pool first, residual fusion, layout
+PASS_NAMES = ["expand"] + [p.name for p in PIPELINE] + list(memory.OPTIONS)
+# -O0: shapes only; -O1: identities dropped, folding and activation fusion, concatenations and outputs in place;
+# -O2: pool first, residual fusion, layout
 DEFAULT_OPT_LEVEL = 2
 
 
@@ -61,6 +64,9 @@ def run_pipeline(graph, ctx: PassContext, stop_after: str | None = None):
         verify.run(graph, "expand")
     if stop_after == "expand":
         return graph
+    if stop_after in memory.OPTIONS:  # parts of the memory stage: the graph after it
+        stop_after = "memory"
+    memory.run(graph, ctx)  # (again at its place in the pipeline: a graph stopped early is planned as asked too)
     for p in PIPELINE:
         if p.name in ctx.disabled and p.required:
             raise CnncError(Diagnostic("E201", f"pass '{p.name}' is required and cannot be disabled", None))
