@@ -223,9 +223,9 @@ def cmd_compile(args) -> int:
 
 def cmd_ops(args) -> int:
     from .ops import REGISTRY, ALIASES, REQUIRED, lookup
-    names = [args.name] if args.name else sorted(REGISTRY)
+    names = [args.name] if args.name else sorted(n for n, op in REGISTRY.items() if not op.internal)
     for name in names:
-        op = lookup(name)
+        op = lookup(name, internal=False)
         if op is None:
             raise CnncError(Diagnostic("E200", f"unknown op '{name}'", None, "`cnnc ops` lists them all"))
         sig = ", ".join(a.name if a.default is REQUIRED else f"{a.name}={_show(a.default)}" for a in op.attrs)

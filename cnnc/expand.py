@@ -287,7 +287,7 @@ class Loader:
             for name in sub.own_networks:
                 env.networks.setdefault(name, sub.networks[name])
         for b in module.blocks:
-            if lookup(b.name) is not None:
+            if lookup(b.name, False) is not None:
                 self.diagnostics.append(Diagnostic("E212", f"block '{b.name}' shadows the built-in op '{b.name}'",
                                                    b.span, "choose another name for the block"))
                 continue
@@ -760,9 +760,9 @@ class Expander:
             value, found = env.lookup(func.id)
             if found and isinstance(value, (OpRef, BlockRef, Builtin)):
                 return value
-            if found and isinstance(value, str) and lookup(value) is not None:
-                return OpRef(lookup(value))  # act="relu" passed as a string
-            op = lookup(func.id)
+            if found and isinstance(value, str) and lookup(value, False) is not None:
+                return OpRef(lookup(value, False))  # act="relu" passed as a string
+            op = lookup(func.id, False)
             if op is not None:
                 return OpRef(op)
             ref = env.module.blocks.get(func.id) if env.module else None
@@ -773,7 +773,7 @@ class Expander:
             if found:
                 raise CnncError(Diagnostic("E213", f"'{func.id}' is {_a(value)}, not an op or block",
                                            func.span))
-            choices = sorted(set(REGISTRY) | set(ALIASES) | set(env.module.blocks if env.module else ()))
+            choices = sorted({n for n, op in REGISTRY.items() if not op.internal} | set(ALIASES) | set(env.module.blocks if env.module else ()))
             raise CnncError(Diagnostic("E200", f"unknown op or block '{func.id}'", func.span,
                                        _did_you_mean(func.id, choices) or "see `cnnc ops` for the op list"))
         value = self.eval(func, env)
@@ -1012,7 +1012,7 @@ class Expander:
                 return BATCH
             if env.module and e.id in env.module.blocks:
                 return env.module.blocks[e.id]
-            op = lookup(e.id)
+            op = lookup(e.id, False)
             if op is not None:
                 return OpRef(op)
             if e.id in BUILTINS:

@@ -107,6 +107,17 @@ def _emit_with_epilogue(b: _Builder, name: str, d: dict, xs: list[str], graph, o
     """A fused node (fold_batchnorm / fuse_activation / fuse_residual) exports as the op followed by its
     batchnorm, residual Add and activation, so the ONNX graph is standard whatever passes ran."""
     a = d["attrs"]
+    if d["op"] == "eltwise_chain":  # (fuse_elementwise) its stages one node each
+        y = xs[0]
+        for i, (op, attrs, other) in enumerate(a["chain"]):
+            out = output if i == len(a["chain"]) - 1 else None
+            if other >= 0:
+                y = b.node("Add" if op == "add" else "Mul", [y, xs[other]], f"{name}.{i}.{op}", out)
+            else:
+                stage = {"op": op, "attrs": dict(attrs), "params": {}, "shape": d["shape"], "inputs": [name],
+                         "span": d["span"]}
+                y = _emit(b, f"{name}.{i}.{op}", stage, [y], graph, out)
+        return y
     residual = bool(a.get("residual"))
     if "bn_eps" not in a and "act" not in a and not residual:
         return _emit(b, name, d, xs, graph, output)

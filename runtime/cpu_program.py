@@ -317,6 +317,8 @@ class CpuProgram:
                 for i, x in enumerate(xs[2:], start=1):
                     _binary_into(out, x, code, out, act if i == last else (ACT_NONE, 0.0, 0.0))
             return run_binary
+        if op == "eltwise_chain":
+            return self._bind_chain(step)
         if op == "concat":
             return self._bind_concat(step, self.modes[True].slices)
         if op == "upsample":
@@ -337,6 +339,32 @@ class CpuProgram:
             img_h, img_w = (float(v) for v in a["image_size"])
             return lambda xs, out, s: _ten.yolo_decode_kernel(xs[0], anchors, img_h, img_w, out)
         raise KeyError(op)
+
+    def _bind_chain(self, step):
+        """An elementwise chain (fuse_elementwise) as one `chain_kernel` call: its stages as codes, and each
+        other input as an operand laid out like the value or one value per sample and channel."""
+        value = self.shapes[step["inputs"][0]]
+        c, plane = (value[0], math.prod(value[1:])) if len(value) > 1 else (1, value[0])
+        stages = [(op, dict(attrs), other) for op, attrs, other in step["attrs"]["chain"]]
+        codes = np.array([(_elt.CHAIN_ADD if op == "add" else _elt.CHAIN_MUL) if other >= 0 else
+                          _act_args(op, attrs)[0] for op, attrs, other in stages], np.int64)
+        args = [(0.0, 0.0) if other >= 0 else _act_args(op, attrs)[1:] for op, attrs, other in stages]
+        args_a, args_b = (np.array([a[i] for a in args], np.float32) for i in (0, 1))
+        operand = np.array([max(other - 1, 0) for _, _, other in stages], np.int64)
+        sides = [self.shapes[t] for t in step["inputs"][1:]]
+        pad = _elt.CHAIN_OPERANDS - len(sides)
+        full = np.array([tuple(sh) == tuple(value) for sh in sides] + [True] * pad, np.bool_)
+        per_channel = [len(sh) > 1 and sh[0] == c > 1 for sh in sides]  # (C, 1, 1); else one value
+        batch_stride = np.array([c if pc else 1 for pc in per_channel] + [0] * pad, np.int64)
+        channel_stride = np.array([1 if pc else 0 for pc in per_channel] + [0] * pad, np.int64)
+        none = np.zeros(1, np.float32)
+
+        def run_chain(xs, out, s):
+            n = xs[0].shape[0]
+            flat = [x.reshape(-1) for x in xs[1:]] + [none] * pad
+            _elt.chain_kernel(xs[0].reshape(-1), n, c, plane, codes, args_a, args_b, operand, *flat, full,
+                              batch_stride, channel_stride, out.reshape(-1))
+        return run_chain
 
     def _bind_concat(self, step, slices: dict):
         """A concatenation; with `slices` (tensor -> (buffer, channel offset)), inputs that their producers

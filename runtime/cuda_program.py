@@ -168,6 +168,8 @@ class CudaProgram:
                                                       code, x1, x2)
         if op in ("add", "mul"):
             return self._bind_binary(op, step, act)
+        if op == "eltwise_chain":
+            return self._bind_chain(step)
         if op in ("maxpool", "avgpool", "global_avgpool", "global_maxpool", "adaptive_avgpool", "adaptive_maxpool"):
             return self._bind_pool(op, a, in_shape, out_shape)
         if op == "softmax":
@@ -384,6 +386,31 @@ class CudaProgram:
                 self._binary(acc, acc_shape, xs[i], (n, *shapes[i]), out, (n, *out_shape), code,
                              act if last else _NO_ACT)
                 acc, acc_shape = out, (n, *out_shape)
+        return run
+
+    def _bind_chain(self, step):
+        """An elementwise chain (fuse_elementwise): its stages and operands as the kernel's two tables."""
+        value = self.shapes[step["inputs"][0]]
+        c, plane = (value[0], math.prod(value[1:])) if len(value) > 1 else (1, value[0])
+        stages = []
+        for op, attrs, other in step["attrs"]["chain"]:
+            if other >= 0:
+                stages += [-1.0 if op == "add" else -2.0, 0.0, 0.0, float(other - 1)]
+            else:
+                stages += [float(v) for v in _act_args(op, dict(attrs))] + [0.0]
+        sides = [self.shapes[t] for t in step["inputs"][1:]]
+        operands = []
+        for sh in sides:
+            per_channel = len(sh) > 1 and sh[0] == c > 1
+            operands += [1.0, 0.0, 0.0] if tuple(sh) == tuple(value) else [0.0, float(c if per_channel else 1),
+                                                                            float(per_channel)]
+        d_stages, d_operands = self._upload(np.array(stages, np.float32)), self._upload(np.array(operands, np.float32))
+        none = self._upload(np.zeros(1, np.float32))
+
+        def run(n, xs, out, s):
+            ops = list(xs[1:]) + [none] * (3 - len(sides))
+            self._launch("eltwise_chain", *self._grid(out.size), xs[0], *ops, d_stages, d_operands, out, out.size,
+                         c, plane)
         return run
 
     def _binary(self, a, a_shape, b, b_shape, out, out_shape, code, act) -> None:

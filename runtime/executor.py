@@ -45,7 +45,7 @@ def step_table(K) -> dict:
             return out
         return run
 
-    return {
+    table = {
         "conv": (False, conv),
         "conv_transpose": (False, conv_transpose),
         "maxpool": (False, lambda x, p, a: K.max_pool2d(x, a["kernel"], a["stride"], a["pads"], a["dilation"],
@@ -81,6 +81,15 @@ def step_table(K) -> dict:
         "reshape": (False, lambda x, p, a: K.reshape(x, a["shape"])),
         "yolo": (False, lambda x, p, a: K.yolo_decode(x, a["anchors"], a["classes"], a["image_size"])),
     }
+
+    def eltwise_chain(xs, p, a):  # the chained ops one after another, as the unfused graph runs them
+        y = xs[0]
+        for op, attrs, other in a["chain"]:
+            y = table[op][1]([y, xs[other]] if other >= 0 else y, {}, dict(attrs))
+        return y
+
+    table["eltwise_chain"] = (True, eltwise_chain)
+    return table
 
 
 REFERENCE_STEPS = step_table(R)

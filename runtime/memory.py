@@ -131,6 +131,8 @@ def in_place_candidates(step: dict, banded: bool = False) -> list[str]:
         return step["inputs"][:2]  # later operands are read after the output is first written
     if op in _ELEMENTWISE:
         return step["inputs"][:1]
+    if op == "eltwise_chain" and step["inputs"][0] not in step["inputs"][1:]:
+        return step["inputs"][:1]  # (its kernel reads the other inputs after storing over the first)
     return []
 
 

@@ -30,7 +30,8 @@ network dead() {
 
 def test_pipeline_names():
     assert PASS_NAMES == ["expand", "infer_shapes", "dce", "drop_identities", "fold_batchnorm", "fuse_activation",
-                          "pool_first", "fuse_residual", "layout", "memory", "concat_in_place", "in_place"]
+                          "pool_first", "fuse_residual", "fuse_elementwise", "layout", "memory", "concat_in_place",
+                          "in_place"]
 
 
 def test_dce_removes_dead_layers_and_their_weights(write_spec):
@@ -167,7 +168,7 @@ def test_pipeline_records_timings(write_spec):
     ctx = PassContext()
     run_pipeline(g, ctx)
     assert set(ctx.timings) == {"infer_shapes", "dce", "drop_identities", "fold_batchnorm", "fuse_activation",
-                                "pool_first", "fuse_residual", "layout", "memory"}
+                                "pool_first", "fuse_residual", "fuse_elementwise", "layout", "memory"}
 
 
 FUSABLE = """\
@@ -256,10 +257,12 @@ FIRES = {
 
 
 def test_every_pass_fires_somewhere_in_the_library():
-    """Each optimising pass is tested on and off on some library model below, but `dce`: the library has no
-    dead layers (`test_dce_does_not_fire_on_the_library`); its equivalence is tested on specs that have some."""
+    """Each optimising pass is tested on and off on some library model below, but `dce` and `fuse_elementwise`:
+    the library has no dead layers (`test_dce_does_not_fire_on_the_library`) and, once activations are fused
+    into the layers before them, no chains of elementwise ops; their equivalence is tested on specs that have
+    some."""
     assert set(FIRES) == set(MODELS)
-    assert set().union(*FIRES.values()) == set(OPTIMISING_PASSES) - {"dce"}
+    assert set().union(*FIRES.values()) == set(OPTIMISING_PASSES) - {"dce", "fuse_elementwise"}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -700,3 +703,77 @@ def test_memory_stage_snapshot_switches_and_function(write_spec, capsys):
         for batch in (x[:1], x):  # (batches over one plan their memory again, keeping what was compiled)
             out = Program(plan, dict(w), target="cpu").run({"x": batch})["y"]
             np.testing.assert_allclose(out, ref[:len(batch)], rtol=1e-5, atol=1e-5, err_msg=str(flags))
+
+
+CHAINS = """\
+network chains() {
+    input x: (N, 8, 6, 6)
+    input b: (N, 8, 6, 6)
+    input s: (N, 1, 1, 1)
+    input p: (N, 1, 6, 6)
+    g = global_avgpool(x) -> sigmoid()
+    t = tanh(x)
+    u = relu6(t)
+    v = mul(u, g)                  # one value per channel
+    w = add(b, v)                  # the chained value second: add commutes
+    z = mul(w, s)                  # one value per sample: the third other input
+    y1 = add(z, x)                 # a fourth: not chained (the add keeps its sigmoid)
+    y2 = sigmoid(y1)
+    k = tanh(b)                    # read twice: the chain starts after it
+    k2 = relu(k)
+    k3 = mul(k2, k)                # (k is its first input and an operand: never written over)
+    m = clip(x, 0.0, 1.0)          # a network output: not chained into the next
+    m2 = tanh(m)
+    d = relu(b)
+    d2 = tanh(d)
+    d3 = add(d2, d2)               # the same tensor twice: not chained
+    e = relu(b)                    # a per-pixel operand (1, 6, 6) is not one the kernels broadcast
+    e2 = add(e, p)
+    e3 = tanh(e2)
+    q = conv(x, 8, 1)              # read twice: its activation is not fused into it
+    qa = global_avgpool(q)
+    q1 = tanh(q)
+    q2 = mul(q1, qa)               # a chain written over q, which dies there
+    output o = y2, k3, m, m2, d3, e3, q2
+}
+"""
+
+
+def test_fuse_elementwise_snapshot_and_where_it_must_not_fire(write_spec):
+    path = write_spec(CHAINS)
+    graph, before = _pass_applied("fuse_elementwise", path, stop_after="fuse_residual")
+    chains = {n: graph.node(n) for n in graph.op_nodes() if graph.node(n)["op"] == "eltwise_chain"}
+    assert set(chains) == {"z", "k3", "d2", "q2"}
+    assert chains["z"]["inputs"] == ["x", "sigmoid#1", "b", "s"]
+    assert [op for op, _, _ in chains["z"]["attrs"]["chain"]] == ["tanh", "relu6", "mul", "add", "mul"]
+    assert graph.node("y1")["op"] == "add" and graph.node("y1")["inputs"] == ["z", "x"]
+    assert graph.node("k")["op"] == "tanh" and chains["k3"]["inputs"] == ["k", "k"]
+    assert graph.node("m")["op"] == "clip" and graph.node("m2")["inputs"] == ["m"]
+    assert graph.node("d3")["op"] == "add" and graph.node("e2")["op"] == "add" and graph.node("e")["op"] == "relu"
+    _check_pass_snapshot("fuse_elementwise", "fuse_elementwise.txt", graph, before)
+
+
+def test_fuse_elementwise_computes_the_same_function(write_spec):
+    """The CPU kernel and the reference, on the chains above, against the unchained graph: batch 1 and 3, one
+    chain written over its first input, one (whose first input is also an operand) not."""
+    path = write_spec(CHAINS)
+    plans = [plan_mod.from_graph(compile_spec(path, disabled=d).graph) for d in ((), ("fuse_elementwise",))]
+    memory = plans[0]["memory"]["in_place"]
+    assert memory.get("q2") == "q" and "k3" not in memory
+    w = seeded_fixture_weights(plans[1]["constants"])
+    for batch in (1, 3):
+        rng = np.random.default_rng(batch)
+        x = {i["name"]: 2 * rng.standard_normal((batch, *i["shape"])).astype(np.float32) for i in plans[1]["inputs"]}
+        want = Program(plans[1], dict(w), target="reference").run(x)
+        for target in ("reference", "cpu"):
+            got = Program(plans[0], dict(w), target=target).run(x)
+            for k, ref in want.items():
+                np.testing.assert_allclose(got[k], ref, rtol=1e-5, atol=1e-6, err_msg=f"{target} {k}")
+
+
+def test_internal_ops_are_not_in_the_language(write_spec, capsys):
+    from cnnc.cli import main
+    path = write_spec("network n() {\n    input x: (N, 2, 3, 3)\n    eltwise_chain(x)\n}\n")
+    assert main(["inspect", path]) == 1
+    assert "unknown op or block 'eltwise_chain'" in capsys.readouterr().err
+    assert main(["ops"]) == 0 and "eltwise_chain" not in capsys.readouterr().out

@@ -189,6 +189,7 @@ class OpDef:
     category: str = "other"
     # Where it goes next: a training pass looks up the op's gradient rule here (none yet).
     gradient: Callable | None = None
+    internal: bool = False  # made by a pass, never written in a spec (not in the language or `cnnc ops`)
 
     def bind(self, positional: list, keywords: dict, spans=None):
         """Map call arguments to attributes. Returns {name: normalised value}.
@@ -257,8 +258,10 @@ def register(op: OpDef, aliases: tuple[str, ...] = ()) -> OpDef:
     return op
 
 
-def lookup(name: str) -> OpDef | None:
-    return REGISTRY.get(ALIASES.get(name, name))
+def lookup(name: str, internal: bool = True) -> OpDef | None:
+    """The op called `name` (or an alias); `internal`=False: only ops a spec may call."""
+    op = REGISTRY.get(ALIASES.get(name, name))
+    return op if op is not None and (internal or not op.internal) else None
 
 
 def numel(shape) -> int:

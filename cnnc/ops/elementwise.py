@@ -72,3 +72,19 @@ register(OpDef(name="add", doc="elementwise sum of two or more tensors (broadcas
 register(OpDef(name="mul", doc="elementwise product (broadcasting, e.g. (N,C,1,1) channel scales)",
                inputs=(2, None), shape=_binary_shape("mul"), reference="mul", category="arith"))
 
+
+
+def _chain_shape(shapes, attrs, ctx):
+    """The first input's shape: the value the chain carries; the other inputs broadcast onto it."""
+    out = broadcast("eltwise_chain", shapes)
+    if tuple(out) != tuple(shapes[0]):
+        raise ShapeError("eltwise_chain: its first input must have the output's shape", code="E300")
+    return shapes[0]
+
+
+# Made by the fuse_elementwise pass: a chain of elementwise ops as one op. `chain`: its stages in order, each
+# (op, its attributes as a sorted tuple of (name, value), the input it combines with: an index, or -1 for an
+# activation). The value starts as the first input.
+register(OpDef(name="eltwise_chain", doc="a chain of activations, adds and muls run as one loop (fuse_elementwise)",
+               inputs=(1, None), attrs=[Attr("chain", None, ())], shape=_chain_shape, elementwise=True,
+               category="fused", internal=True))

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import CnncError, Diagnostic
-from . import (dce, drop_identities, fold_batchnorm, fuse_activation, fuse_residual, infer_shapes, layout, memory,
-               pool_first, verify)
+from . import (dce, drop_identities, fold_batchnorm, fuse_activation, fuse_elementwise, fuse_residual, infer_shapes,
+               layout, memory, pool_first, verify)
 
 
 @dataclass
@@ -33,13 +33,14 @@ PIPELINE: list[Pass] = [
     Pass("fuse_activation", fuse_activation.run, 1),
     Pass("pool_first", pool_first.run, 2),
     Pass("fuse_residual", fuse_residual.run, 2),
+    Pass("fuse_elementwise", fuse_elementwise.run, 2),
     Pass("layout", layout.run, 2),
     Pass("memory", memory.run, 0, required=True),
 ]
 
 PASS_NAMES = ["expand"] + [p.name for p in PIPELINE] + list(memory.OPTIONS)
 # -O0: shapes only; -O1: identities dropped, folding and activation fusion, concatenations and outputs in place;
-# -O2: pool first, residual fusion, layout
+# -O2: pool first, residual fusion, elementwise chains, layout
 DEFAULT_OPT_LEVEL = 2
 
 

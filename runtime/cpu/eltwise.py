@@ -75,6 +75,53 @@ def channel_binary_kernel(a, s, N, C, S, s_batch_stride, op, act, act_a, act_b, 
         act_range(out, b, S, act, act_a, act_b)
 
 
+CHAIN_ADD = -1  # chain stages: an activation's `_act` code (>= 0), or combine with an operand
+CHAIN_MUL = -2
+CHAIN_OPERANDS = 3  # operand arrays a chain kernel takes (fuse_elementwise.MAX_SIDES)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def chain_kernel(x, N, C, S, codes, args_a, args_b, operand, s0, s1, s2, full, batch_stride, channel_stride, out):
+    """A chain of elementwise stages (fuse_elementwise) over flat arrays of N*C*S elements: a piece of at
+    most ``BLOCK`` elements of one channel plane is copied to ``out``, then every stage runs over it while
+    it is in L1. Stage i: ``codes[i]`` >= 0 applies that activation (arguments ``args_a[i]``, ``args_b[i]``);
+    CHAIN_ADD / CHAIN_MUL combine with operand ``operand[i]`` (0-2: s0-s2), which is either laid out like
+    ``x`` (``full[k]``) or holds one value per sample and channel: s[n * batch_stride[k] + c *
+    channel_stride[k]]. ``out`` may be ``x`` (but no operand: each piece of ``x`` is read before it is
+    written, an operand after)."""
+    per_plane = (S + BLOCK - 1) // BLOCK
+    for item in prange(N * C * per_plane):
+        nc = item // per_plane
+        s = nc * S + (item % per_plane) * BLOCK
+        e = min(s + BLOCK, (nc + 1) * S)
+        for i in range(s, e):
+            out[U(i)] = x[U(i)]
+        n = nc // C
+        c = nc - n * C
+        for st in range(codes.shape[0]):
+            code = codes[st]
+            if code >= 0:
+                act_range(out, s, e - s, code, args_a[st], args_b[st])
+                continue
+            k = operand[st]
+            side = s0 if k == 0 else (s1 if k == 1 else s2)
+            if full[k]:
+                if code == CHAIN_ADD:
+                    for i in range(s, e):
+                        out[U(i)] += side[U(i)]
+                else:
+                    for i in range(s, e):
+                        out[U(i)] *= side[U(i)]
+            else:
+                v = side[U(n * batch_stride[k] + c * channel_stride[k])]
+                if code == CHAIN_ADD:
+                    for i in range(s, e):
+                        out[U(i)] += v
+                else:
+                    for i in range(s, e):
+                        out[U(i)] *= v
+
+
 @numba.njit(cache=True, error_model="numpy", parallel=True)
 def batchnorm_kernel(x, weight, bias, mean, var, eps, act, act_a, act_b, out):
     """Inference batch norm on x (N, C, S): y = (x - mean) * weight / sqrt(var + eps) + bias.

@@ -36,6 +36,7 @@ OP_KERNELS: dict[str, tuple[str, ...]] = {
     "lrn": ("lrn",),
     "add": ("binary_same", "binary_channel", "binary_broadcast"),
     "mul": ("binary_same", "binary_channel", "binary_broadcast"),
+    "eltwise_chain": ("eltwise_chain",),
     "concat": ("copy_into",),
     "upsample": ("upsample_nearest",),
     "pad": ("pad",),

@@ -58,6 +58,30 @@ def binary_channel(a, s, out, count, C, S, s_batch_stride, op, act, act_a, act_b
         out[i] = activate(combine(a[i], v, op), act, act_a, act_b)
 
 
+@kernel("aaaa aa a iii")
+def eltwise_chain(x, s0, s1, s2, stages, operands, out, count, C, S):
+    """A chain of elementwise stages (fuse_elementwise), each element in a register from load to store.
+    ``stages``: 4 floats per stage: the `_act` code of an activation (>= 0) or -1 add / -2 mul, the
+    activation's two arguments, the operand (0-2: s0-s2). ``operands``: 3 floats per operand: whether it is
+    laid out like ``x``, else its batch and channel strides (one value per sample and channel). ``out`` may
+    be ``x`` or an operand: each thread reads its element of each before it stores."""
+    for i in range(cuda.grid(1), count, cuda.gridsize(1)):
+        nc = i // S
+        n = nc // C
+        c = nc - n * C
+        v = x[i]
+        for st in range(stages.size // 4):
+            code = int(stages[4 * st])
+            if code >= 0:
+                v = activate(v, code, stages[4 * st + 1], stages[4 * st + 2])
+                continue
+            k = int(stages[4 * st + 3])
+            j = i if operands[3 * k] != 0 else n * int(operands[3 * k + 1]) + c * int(operands[3 * k + 2])
+            w = s0[j] if k == 0 else (s1[j] if k == 1 else s2[j])
+            v = v + w if code == -1 else v * w
+        out[i] = v
+
+
 @kernel("aaa iiii iiii iiii i iff")
 def binary_broadcast(a, b, out, D0, D1, D2, D3, as0, as1, as2, as3, bs0, bs1, bs2, bs3, op, act, act_a, act_b):
     """Any numpy broadcast up to rank 4: out (D0, D1, D2, D3); each operand read through its strides

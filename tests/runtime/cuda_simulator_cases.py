@@ -146,6 +146,9 @@ OP_CASES = {
     "mul_per_channel": ({"x": (3, 4, 4)}, "gate = global_avgpool(x) -> sigmoid()\nmul(x, gate)"),
     "add_per_channel_first": ({"x": (3, 4, 4)}, "m = global_maxpool(x)\nadd(m, x)"),
     "mul_scalar_per_sample": ({"x": (3, 4, 4), "s": (1, 1, 1)}, "mul(x, s)"),
+    "eltwise_chain": ({"x": (3, 4, 4), "b": (3, 4, 4), "s": (1, 1, 1)},
+                      "t = tanh(x)\nu = relu6(t)\ng = global_avgpool(x) -> sigmoid()\nv = mul(u, g)\nw = add(v, b)\n"
+                      "z = mul(w, s)\nleaky_relu(0.1)"),
     "concat": ({"a": (2, 3, 3), "b": (3, 3, 3), "c": (1, 3, 3)}, "concat(a, b, c)"),
     "concat_of_computed_tensors": ({"x": (3, 4, 4)}, ("a = conv(x, 2, 1)\nb = relu(x)\nc = concat(a, b)\n"
                                                       "d = conv(c, 2, 1)\nconcat(c, d, x)")),
@@ -164,6 +167,8 @@ def test_op_matches_reference(tmp_path, case):
     plan = compile_plan(tmp_path, inputs, body)
     if case == "concat_of_computed_tensors":  # the memory plan makes its inputs slices of its output
         assert plan["memory"].get("slices")
+    if case == "eltwise_chain":  # one step: per-channel, same-shape and per-sample operands
+        assert [s["op"] for s in plan["steps"]][-1] == "eltwise_chain" and len(plan["steps"][-1]["inputs"]) == 4
     assert_matches_reference(plan)
 
 
@@ -228,7 +233,8 @@ def test_residual_conv_in_place(tmp_path, kind):
         "generic": ("conv(6, 3, dilation=40, padding=40)", (1, 5, 5)),
     }[kind]
     plan = compile_plan(tmp_path, {"x": shape, "r": (6, 5, 5)},
-                        f"skip = clip(r)\ny = conv(x, {conv[5:]}\nbn = batchnorm()\nz = add(bn, skip)\nrelu()")
+                        f"skip = clip(r)\ny = conv(x, {conv[5:]}\nbn = batchnorm()\nz = add(bn, skip)\nrelu()",
+                        ("fuse_elementwise",))  # (else the clip, the add and the relu become one chain)
     conv_step = step_of(plan, "conv")
     add_step = next((s for s in plan["steps"] if s["op"] == "add"), None)
     if add_step is not None:  # fold the add into the conv by hand, as the residual fusion does
@@ -250,10 +256,14 @@ def test_residual_conv_in_place(tmp_path, kind):
     ("t = clip(x)\ng = global_avgpool(t)\ny = mul(t, g)", "t"),
     ("t = clip(x)\nu = clip(x, min=0.1)\nv = clip(x, max=0.2)\ny = add(t, u, v)", "v"),
     ("t = clip(x)\ny = softmax(t)", "t"),
+    ("t = clip(x)\ng = global_avgpool(t)\nu = tanh(t)\ny = mul(u, g)", "t"),  # a chain over its first input
 ])
 def test_elementwise_in_place(tmp_path, body, aliased):
-    """Elementwise steps whose output is one of their inputs' buffers (as the memory planner may place them)."""
-    plan = compile_plan(tmp_path, {"x": (3, 4, 4)}, body + "\noutput y")
+    """Elementwise steps whose output is one of their inputs' buffers (as the memory planner may place them);
+    the single ops unchained, but the last case."""
+    chain = "tanh(t)" in body
+    plan = compile_plan(tmp_path, {"x": (3, 4, 4)}, body + "\noutput y", () if chain else ("fuse_elementwise",))
+    assert (plan["steps"][-1]["op"] == "eltwise_chain") == chain
     last = plan["steps"][-1]["output"]
     plan["memory"] = _private_memory(plan, {last: aliased})
     assert_matches_reference(plan)
