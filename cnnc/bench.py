@@ -305,7 +305,7 @@ def run_bench(args) -> int:
                 r["cnnc_ratio"] = rows[0]["median_ms"] / r["median_ms"]
             report["results"].extend(rows)
     if args.profile:
-        report["profile"] = _profile(model, name, shape, batches[0], args)
+        report["profile"] = [row for batch in batches for row in _profile(model, name, shape, batch, args)]
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:
@@ -340,7 +340,7 @@ def _profile(model, name, shape, batch, args) -> list[dict]:
         op = (s["op"] + ("+bn" if "bn_eps" in s["attrs"] else "") + ("+add" if s["attrs"].get("residual") else "")
               + (f"+{s['attrs']['act'][0]}" if "act" in s["attrs"] else ""))
         macs = s.get("macs", 0) * batch
-        rows.append({"step": s["name"], "op": op, "shape": [batch, *model.plan["tensors"][s["output"]]],
+        rows.append({"batch": batch, "step": s["name"], "op": op, "shape": [batch, *model.plan["tensors"][s["output"]]],
                      "ms": t * 1000, "gflops": 2 * macs / t / 1e9 if t > 0 and macs else 0.0,
                      "share": t / total if total else 0.0})
     rows.sort(key=lambda r: -r["ms"])
@@ -365,10 +365,10 @@ def _print_report(report: dict, macs: int) -> None:
         ratio = f"{r['cnnc_ratio']:.2f}" if "cnnc_ratio" in r else ""
         print(f"{r['engine']:12s} {r['batch']:>5d} {r['median_ms']:>10.2f} {r['p10_ms']:>7.2f}-{r['p90_ms']:<7.2f} "
               f"{r['throughput']:>10.1f} {gflops:>8.1f} {_mb(r['run_peak_mb']):>8s} {ratio:>9s}")
-    if "profile" in report:
+    for batch in dict.fromkeys(r["batch"] for r in report.get("profile", [])):  # one table per batch size
         print()
         print(f"{'step':40s} {'op':22s} {'shape':22s} {'ms':>8s} {'GFLOP/s':>8s} {'share':>6s}")
-        for r in report["profile"]:
+        for r in (r for r in report["profile"] if r["batch"] == batch):
             print(f"{r['step'][:40]:40s} {r['op'][:22]:22s} {str(tuple(r['shape']))[:22]:22s} {r['ms']:>8.3f} "
                   f"{r['gflops']:>8.1f} {100 * r['share']:>5.1f}%")
 

@@ -29,10 +29,13 @@ def test_bench_json_with_onnxruntime_and_profile(capsys):
         assert r["throughput"] > 0
     assert rows[("onnxruntime", 4)]["cnnc_ratio"] == pytest.approx(rows[("cnnc", 4)]["median_ms"]
                                                                      / rows[("onnxruntime", 4)]["median_ms"])
-    prof = report["profile"]
-    assert {p["step"] for p in prof} == {"conv1", "avgpool#1", "conv2", "avgpool#2", "fc1", "fc2", "fc3"}
-    assert sum(p["share"] for p in prof) == pytest.approx(1.0)
-    assert next(p for p in prof if p["step"] == "conv1")["op"] == "conv+tanh"
+    for batch in (1, 4):  # a profile per batch size
+        prof = [p for p in report["profile"] if p["batch"] == batch]
+        assert {p["step"] for p in prof} == {"conv1", "avgpool#1", "conv2", "avgpool#2", "fc1", "fc2", "fc3"}
+        assert sum(p["share"] for p in prof) == pytest.approx(1.0)
+        assert all(p["shape"][0] == batch for p in prof)
+        assert next(p for p in prof if p["step"] == "conv1")["op"] == "conv+tanh"
+    assert len(report["profile"]) == 14
 
 
 def test_bench_table_and_bad_arguments(capsys):
