@@ -5,7 +5,8 @@
 Cold: `cnnc run specs/MODEL.cnn` with a fresh, empty NUMBA_CACHE_DIR (every kernel compiles). Warm: the
 same command again (kernels load from that cache). Both are whole-process wall times: Python start,
 parse, compile, weight initialisation and packing, the first batch. Steady state: `cnnc bench` median at
-batch 1. A benchmark, not a test: run it on an otherwise idle machine.
+batch 1. A benchmark, not a test: run it on an otherwise idle machine. The figures are also written to
+benchmarks/startup.json.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     rows = []
+    results: dict[str, dict] = {}
     for model in args.models.split(","):
         spec = str(ROOT / "specs" / f"{model}.cnn")
         with tempfile.TemporaryDirectory() as cache:
@@ -48,12 +50,16 @@ def main() -> int:
                                     "--repeat", "20", "--format", "json"], env=env, check=True, capture_output=True,
                                    text=True)
             steady = json.loads(bench.stdout)["results"][0]["median_ms"]
+        results[model] = {"cold_s": cold, "warm_s": warm, "steady_ms": steady}
         rows.append(f"| {model} | {cold:.1f} s | {warm:.1f} s | {steady:.{1 if steady < 10 else 0}f} ms |")
         print(rows[-1], file=sys.stderr)
     table = "\n".join([
         f"Measured {time.strftime('%Y-%m-%d')} by `tools/startup_times.py` ({args.threads} threads, batch 1).", "",
         "| model | first-ever `cnnc run` (cold Numba cache) | second `cnnc run` (warm cache) | steady state per batch |",
         "| --- | --- | --- | --- |", *rows]) + "\n"
+    out = ROOT / "benchmarks" / "startup.json"  # the raw figures beside the table
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "models": results},
+                              indent=1) + "\n")
     replace_block("startup", table)
     print(table)
     return 0
