@@ -178,3 +178,16 @@ def test_run_and_bench_compile_at_the_level_asked(capsys, tmp_path):
     assert run(capsys, "compile", spec, "-o", str(plan))[0] == 0
     code, _, err = run(capsys, "run", str(plan), "-O1")
     assert code == 1 and "chosen when it was compiled" in err
+
+
+def test_outputs_are_bitwise_the_same_in_separate_processes(tmp_path):
+    """Two `cnnc run` processes (2 threads, seeded weights and input) write bitwise identical outputs: no
+    run-to-run freedom in how the kernels split or sum their work (in one process: test_cpu_program)."""
+    outs = []
+    for i in range(2):
+        path = tmp_path / f"y{i}.npy"
+        subprocess.run([sys.executable, "-m", "cnnc", "run", str(SPECS / "resnet18.cnn"), "--threads", "2",
+                        "--batch-size", "2", "-o", str(path)], check=True, capture_output=True, cwd=tmp_path)
+        outs.append(np.load(path))
+    assert outs[0].shape == (2, 1000) and np.isfinite(outs[0]).all()
+    assert outs[0].tobytes() == outs[1].tobytes()
