@@ -289,7 +289,8 @@ def test_library_same_function_with_each_pass_on_and_off(model):
             {plan["inputs"][0]["name"]: x})
 
     ref = run(tuple(OPTIMISING_PASSES))
-    for disabled in [()] + [(p,) for p in sorted(fires)]:
+    # (VGG-16's passes are AlexNet's, on 20x the work: each left out alone is run on AlexNet only)
+    for disabled in [()] + ([(p,) for p in sorted(fires)] if model != "vgg16" else []):
         out = run(disabled)
         for k in ref:
             if model == "yolov3_tiny" and k == "output":
