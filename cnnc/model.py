@@ -112,10 +112,11 @@ def load(path: str, weights: str | dict | None = None, target: str = "cpu", thre
     if str(path).endswith(".cnnplan"):
         if params:
             raise CnncError(Diagnostic("E201", "a compiled plan has fixed parameters; recompile to change them", None))
-        from .passes import DEFAULT_OPT_LEVEL
-        if disabled or opt_level not in (None, DEFAULT_OPT_LEVEL):
-            raise CnncError(Diagnostic("E201", "a compiled plan's passes were chosen when it was compiled", None,
-                                       "pass -O and --disable to `cnnc compile`, or run the .cnn spec"))
+        if disabled or opt_level is not None:  # (the passes import networkx: not for a plan that needs none)
+            from .passes import DEFAULT_OPT_LEVEL
+            if disabled or opt_level != DEFAULT_OPT_LEVEL:
+                raise CnncError(Diagnostic("E201", "a compiled plan's passes were chosen when it was compiled",
+                                           None, "pass -O and --disable to `cnnc compile`, or run the .cnn spec"))
         plan, bundled = plan_mod.load(str(path))
     else:
         from .compiler import compile_spec
