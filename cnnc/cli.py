@@ -188,15 +188,14 @@ def cmd_inspect(args) -> int:
     result = _compile(args, stop_after=args.after or "dce")
     _print_warnings(result.warnings, args.error_format)
     g = result.graph
+    from .plan import from_graph
     if args.after in ("memory", *MEMORY_OPTIONS):  # the graph, then where each tensor lives
-        from .plan import from_graph
         sys.stdout.write(g.dump() + describe_memory(from_graph(g)))
         return 0
     if args.after or args.format in ("text", "dot"):
         sys.stdout.write(g.dump() if args.after or args.format == "text" else ins.dot(g))
         return 0
     # The memory figures are the plan's that runs: compiled through every pass at the level asked for.
-    from .plan import from_graph
     plan = from_graph(_compile(args).graph)
     if args.format == "json":
         sys.stdout.write(ins.json_text(g, plan))

@@ -103,6 +103,11 @@ class Graph:
         moved.add_edges_from(self.g.edges(keys=True, data=True))
         self.g = moved
 
+    def live_op_nodes(self):
+        """The op nodes in order as they are now, each skipped once removed: for a pass that removes nodes as it
+        goes."""
+        return (name for name in self.op_nodes() if name in self.g)
+
     def single_user(self, name: str) -> str | None:
         """The only consumer of `name`, if it has exactly one and is not a graph output."""
         users = self.users(name)

@@ -114,9 +114,7 @@ def _emit_with_epilogue(b: _Builder, name: str, d: dict, xs: list[str], graph, o
             if other >= 0:
                 y = b.node("Add" if op == "add" else "Mul", [y, xs[other]], f"{name}.{i}.{op}", out)
             else:
-                stage = {"op": op, "attrs": dict(attrs), "params": {}, "shape": d["shape"], "inputs": [name],
-                         "span": d["span"]}
-                y = _emit(b, f"{name}.{i}.{op}", stage, [y], graph, out)
+                y = _emit_activation(b, f"{name}.{i}.{op}", op, attrs, d, name, y, graph, out)
         return y
     residual = bool(a.get("residual"))
     if "bn_eps" not in a and "act" not in a and not residual:
@@ -134,10 +132,16 @@ def _emit_with_epilogue(b: _Builder, name: str, d: dict, xs: list[str], graph, o
         y = b.node("Add", [y, xs[1]], name + ".residual", output if "act" not in a else None)
     if "act" in a:
         op, attrs = a["act"]
-        act_node = {"op": op, "attrs": dict(attrs), "params": {}, "shape": d["shape"], "inputs": [name],
-                    "span": d["span"]}
-        y = _emit(b, name + "." + op, act_node, [y], graph, output)
+        y = _emit_activation(b, name + "." + op, op, attrs, d, name, y, graph, output)
     return y
+
+
+def _emit_activation(b: _Builder, node: str, op: str, attrs, d: dict, name: str, y: str, graph,
+                     output: str | None) -> str:
+    """An activation (op, its attributes as pairs) that node `name` (`d`) applies to its value `y`, as a node
+    of its own called `node`."""
+    act = {"op": op, "attrs": dict(attrs), "params": {}, "shape": d["shape"], "inputs": [name], "span": d["span"]}
+    return _emit(b, node, act, [y], graph, output)
 
 
 def _emit(b: _Builder, name: str, d: dict, xs: list[str], graph, output: str | None) -> str:

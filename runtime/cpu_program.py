@@ -43,6 +43,23 @@ def _act_args(op: str, attrs: dict) -> tuple[int, float, float]:
     return ACTIVATIONS[op], 0.0, 0.0
 
 
+def chain_tables(step: dict, shapes: dict) -> tuple[int, int, list[tuple], list[tuple]]:
+    """An `eltwise_chain` step (fuse_elementwise) as its kernels' tables, for either target: the carried
+    value's channels and elements per channel, per stage (code, a, b, operand) -- an activation's `_act` code
+    and arguments, or CHAIN_ADD / CHAIN_MUL and the other input it combines with (0 for the first) -- and per
+    other input (laid out like the value, batch stride, channel stride): one value per sample and channel
+    (C, 1, 1), or per sample, is read at n * batch stride + c * channel stride."""
+    value = tuple(shapes[step["inputs"][0]])
+    c, plane = (value[0], math.prod(value[1:])) if len(value) > 1 else (1, value[0])
+    stages = [((_elt.CHAIN_ADD if op == "add" else _elt.CHAIN_MUL), 0.0, 0.0, other - 1) if other >= 0 else
+              (*_act_args(op, dict(attrs)), 0) for op, attrs, other in step["attrs"]["chain"]]
+    operands = []
+    for t in step["inputs"][1:]:
+        per_channel = len(shapes[t]) > 1 and shapes[t][0] == c > 1
+        operands.append((tuple(shapes[t]) == value, c if per_channel else 1, int(per_channel)))
+    return c, plane, stages, operands
+
+
 def _epilogue_act(attrs: dict) -> tuple[int, float, float]:
     """The fused activation of a step (`act` from the fuse_activation pass) as kernel arguments."""
     act = attrs.get("act")
@@ -341,22 +358,14 @@ class CpuProgram:
         raise KeyError(op)
 
     def _bind_chain(self, step):
-        """An elementwise chain (fuse_elementwise) as one `chain_kernel` call: its stages as codes, and each
-        other input as an operand laid out like the value or one value per sample and channel."""
-        value = self.shapes[step["inputs"][0]]
-        c, plane = (value[0], math.prod(value[1:])) if len(value) > 1 else (1, value[0])
-        stages = [(op, dict(attrs), other) for op, attrs, other in step["attrs"]["chain"]]
-        codes = np.array([(_elt.CHAIN_ADD if op == "add" else _elt.CHAIN_MUL) if other >= 0 else
-                          _act_args(op, attrs)[0] for op, attrs, other in stages], np.int64)
-        args = [(0.0, 0.0) if other >= 0 else _act_args(op, attrs)[1:] for op, attrs, other in stages]
-        args_a, args_b = (np.array([a[i] for a in args], np.float32) for i in (0, 1))
-        operand = np.array([max(other - 1, 0) for _, _, other in stages], np.int64)
-        sides = [self.shapes[t] for t in step["inputs"][1:]]
-        pad = _elt.CHAIN_OPERANDS - len(sides)
-        full = np.array([tuple(sh) == tuple(value) for sh in sides] + [True] * pad, np.bool_)
-        per_channel = [len(sh) > 1 and sh[0] == c > 1 for sh in sides]  # (C, 1, 1); else one value
-        batch_stride = np.array([c if pc else 1 for pc in per_channel] + [0] * pad, np.int64)
-        channel_stride = np.array([1 if pc else 0 for pc in per_channel] + [0] * pad, np.int64)
+        """An elementwise chain (fuse_elementwise) as one `chain_kernel` call (`chain_tables`)."""
+        c, plane, stages, operands = chain_tables(step, self.shapes)
+        codes, operand = (np.array([st[k] for st in stages], np.int64) for k in (0, 3))
+        args_a, args_b = (np.array([st[k] for st in stages], np.float32) for k in (1, 2))
+        pad = _elt.CHAIN_OPERANDS - len(operands)
+        full, batch_stride, channel_stride = (np.array([o[k] for o in operands] + [fill] * pad, dtype)
+                                              for k, fill, dtype in ((0, True, np.bool_), (1, 0, np.int64),
+                                                                     (2, 0, np.int64)))
         none = np.zeros(1, np.float32)
 
         def run_chain(xs, out, s):

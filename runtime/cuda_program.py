@@ -23,7 +23,7 @@ import numpy as np
 
 from .cpu.conv import transpose_as_pointwise_weight
 from .padding import PAD_MODES
-from .cpu_program import _act_args, bound_params
+from .cpu_program import _act_args, bound_params, chain_tables
 from .executor import DeviceUnavailableError, PlanError
 from .memory import VIEW_OPS, blocked_tensors, check_fits, plan_memory, storage_owner
 
@@ -389,26 +389,15 @@ class CudaProgram:
         return run
 
     def _bind_chain(self, step):
-        """An elementwise chain (fuse_elementwise): its stages and operands as the kernel's two tables."""
-        value = self.shapes[step["inputs"][0]]
-        c, plane = (value[0], math.prod(value[1:])) if len(value) > 1 else (1, value[0])
-        stages = []
-        for op, attrs, other in step["attrs"]["chain"]:
-            if other >= 0:
-                stages += [-1.0 if op == "add" else -2.0, 0.0, 0.0, float(other - 1)]
-            else:
-                stages += [float(v) for v in _act_args(op, dict(attrs))] + [0.0]
-        sides = [self.shapes[t] for t in step["inputs"][1:]]
-        operands = []
-        for sh in sides:
-            per_channel = len(sh) > 1 and sh[0] == c > 1
-            operands += [1.0, 0.0, 0.0] if tuple(sh) == tuple(value) else [0.0, float(c if per_channel else 1),
-                                                                            float(per_channel)]
-        d_stages, d_operands = self._upload(np.array(stages, np.float32)), self._upload(np.array(operands, np.float32))
+        """An elementwise chain (fuse_elementwise): its stages and operands (`chain_tables`) as the kernel's two
+        float tables."""
+        c, plane, stages, operands = chain_tables(step, self.shapes)
+        d_stages, d_operands = (self._upload(np.array([float(v) for row in table for v in row], np.float32))
+                                for table in (stages, operands))
         none = self._upload(np.zeros(1, np.float32))
 
         def run(n, xs, out, s):
-            ops = list(xs[1:]) + [none] * (3 - len(sides))
+            ops = list(xs[1:]) + [none] * (3 - len(operands))
             self._launch("eltwise_chain", *self._grid(out.size), xs[0], *ops, d_stages, d_operands, out, out.size,
                          c, plane)
         return run

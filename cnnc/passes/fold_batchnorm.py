@@ -16,9 +16,7 @@ FOLDABLE = {"conv", "conv_transpose", "dense"}
 
 def run(graph, ctx) -> bool:
     changed = False
-    for name in list(graph.op_nodes()):
-        if name not in graph.g:
-            continue
+    for name in graph.live_op_nodes():
         d = graph.node(name)
         if d["op"] != "batchnorm" or not d["attrs"].get("affine", True):
             continue

@@ -15,9 +15,7 @@ PRODUCERS = {"conv", "conv_transpose", "dense", "batchnorm", "affine", "add", "m
 
 def run(graph, ctx) -> bool:
     changed = False
-    for name in list(graph.op_nodes()):
-        if name not in graph.g:
-            continue
+    for name in graph.live_op_nodes():
         d = graph.node(name)
         if d["op"] not in ACTIVATIONS:
             continue

@@ -16,7 +16,8 @@ element is loaded and stored once; the reference target runs the ops one after a
 
 from __future__ import annotations
 
-ACTIVATIONS = {"relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid"}
+from .fuse_activation import ACTIVATIONS
+
 BINARY = {"add", "mul"}
 MAX_SIDES = 3  # other inputs of one chain (the CPU kernel takes this many operand arrays)
 
@@ -50,9 +51,7 @@ def _stages(graph, name: str, flowing: str | None = None) -> tuple[list, list[st
 
 def run(graph, ctx) -> bool:
     changed = False
-    for name in list(graph.op_nodes()):
-        if name not in graph.g:
-            continue
+    for name in graph.live_op_nodes():
         d = graph.node(name)
         if d["op"] not in ACTIVATIONS | BINARY:
             continue
